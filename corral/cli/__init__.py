@@ -1,0 +1,1 @@
+"""The `corral` command line: parses arguments, talks to the daemon over the control socket."""

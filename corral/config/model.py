@@ -1,0 +1,81 @@
+"""The validated configuration of one app: what every other part of corral consumes.
+
+Raw user input (config files, CLI flags, control-protocol messages) is turned into an
+`AppConfig` only by `corral.config.schema`, which validates every key. Durations are
+stored in seconds (float), sizes in bytes (int), signals as names ("SIGINT").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
+
+ExecMode = Literal["fork", "cluster"]
+LogType = Literal["raw", "json"]
+
+
+@dataclass
+class AppConfig:
+    name: str
+    script: str
+    """Absolute path of the script or program, or a program name looked up on PATH."""
+    args: list[str] = field(default_factory=list)
+    interpreter: str | None = None
+    """None: chosen from the script's extension; "none": exec the script directly."""
+    interpreter_args: list[str] = field(default_factory=list)
+    cwd: str | None = None
+    instances: int = 1
+    exec_mode: ExecMode = "fork"
+
+    # Environment (SPEC 1.5): `env` always, then `env_profiles[name]` for `--env name`.
+    env: dict[str, str] = field(default_factory=dict)
+    env_profiles: dict[str, dict[str, str]] = field(default_factory=dict)
+    increment_var: str | None = None
+    port: int | None = None
+    instance_var: str = "NODE_APP_INSTANCE"
+
+    # Restart policy (SPEC 1.4).
+    autorestart: bool = True
+    max_restarts: int = 16
+    min_uptime: float = 1.0
+    restart_delay: float = 0.0
+    exp_backoff_restart_delay: float | None = None
+    stop_exit_codes: list[int] = field(default_factory=list)
+    max_memory_restart: int | None = None
+    cron_restart: str | None = None
+    watch: list[str] = field(default_factory=list)
+    """Paths to watch (absolute); empty means watching is off."""
+    ignore_watch: list[str] = field(default_factory=list)
+    watch_delay: float = 1.0
+    kill_signal: str = "SIGINT"
+    kill_timeout: float = 1.6
+
+    # Readiness and sockets (SPEC 1.6, the cluster issue).
+    wait_ready: bool = False
+    listen_timeout: float = 3.0
+    listen: list[str] = field(default_factory=list)
+
+    # Logs (SPEC 1.7, the logs issue).
+    merge_logs: bool = False
+    log_date_format: str | None = None
+    out_file: str | None = None
+    error_file: str | None = None
+    log_type: LogType = "raw"
+
+    # Users and limits (SPEC 1.11).
+    user: str | None = None
+    group: str | None = None
+    rlimits: dict[str, int] = field(default_factory=dict)
+    """Keys: nofile, nproc, as, core, fsize, stack, cpu, memlock. -1 means unlimited."""
+    umask: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]

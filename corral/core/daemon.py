@@ -1,0 +1,167 @@
+"""The daemon's entry point: `python -m corral.core.daemon` (started on demand by the CLI).
+
+One daemon per home, guaranteed by an exclusive flock held for the daemon's whole life.
+On start it stops whatever a killed predecessor left running (matched by pid *and*
+start time), restores the apps from the state file, then opens the control socket.
+SIGTERM/SIGINT stop every app gracefully, persist the state and exit 0; SIGUSR2
+reopens the log files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import logging.handlers
+import os
+import queue
+import signal
+import sys
+from typing import Any
+
+from corral.config.errors import ConfigError
+from corral.config.schema import app_from_dict
+from corral.core.handlers import Handlers
+from corral.core.orphans import stop_orphans
+from corral.core.realos import RealOs
+from corral.core.server import ControlServer
+from corral.core.state_store import StateStore
+from corral.core.supervisor import Supervisor
+from corral.paths import Home
+
+log = logging.getLogger("corral.daemon")
+
+
+def acquire_lock(home: Home) -> int | None:
+    """The lock fd (kept open for the daemon's life), or None if a daemon already runs."""
+    fd = os.open(home.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def setup_logging(home: Home) -> logging.handlers.QueueListener:
+    """Log records go through a queue to a thread: the event loop never waits on the disk."""
+    file_handler = logging.FileHandler(home.daemon_log, encoding="utf-8")
+    os.chmod(home.daemon_log, 0o600)
+    file_handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, file_handler)
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.setLevel(logging.INFO)
+    listener.start()
+    return listener
+
+
+async def restore(sup: Supervisor, state: dict[str, Any]) -> None:
+    """Recreate the apps of the state file; start those that were meant to run."""
+    to_start = []
+    for record in state.get("apps", []):
+        try:
+            config = app_from_dict(record["config"])
+            app = sup.add_app(
+                config,
+                cli_env=record.get("cli_env"),
+                env_name=record.get("env_name"),
+                app_id=int(record["id"]),
+                created_at=float(record.get("created_at", sup.os.wall())),
+            )
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            log.error("state file: cannot restore an app (%s); it is left out", exc)
+            continue
+        for saved in record.get("instances", []):
+            inst = app.instances.get(saved.get("number"))
+            if inst is not None:
+                inst.restarts = int(saved.get("restarts", 0))
+                inst.unstable_restarts = int(saved.get("unstable_restarts", 0))
+        if record.get("desired") == "running":
+            to_start.append(app)
+    await asyncio.gather(*(sup.start(app) for app in to_start))
+
+
+async def stop_leftovers(state: dict[str, Any]) -> None:
+    """Stop the processes a killed daemon left behind, so that nothing runs twice."""
+    groups: dict[tuple[int, float], list[tuple[int, float]]] = {}
+    for record in state.get("apps", []):
+        config = record.get("config", {})
+        try:
+            signum = int(signal.Signals[config.get("kill_signal", "SIGINT")])
+            timeout = float(config.get("kill_timeout", 1.6))
+        except (KeyError, TypeError, ValueError):
+            signum, timeout = signal.SIGTERM, 1.6
+        for inst in record.get("instances", []):
+            pid, start_time = inst.get("pid"), inst.get("start_time")
+            if isinstance(pid, int) and isinstance(start_time, (int, float)):
+                groups.setdefault((signum, timeout), []).append((pid, float(start_time)))
+    results = await asyncio.gather(
+        *(
+            asyncio.to_thread(stop_orphans, records, signum, timeout)
+            for (signum, timeout), records in groups.items()
+        )
+    )
+    stopped = [pid for pids in results for pid in pids]
+    if stopped:
+        log.warning("stopped %d processes left by a previous daemon: %s", len(stopped), stopped)
+
+
+async def run(home: Home) -> int:
+    loop = asyncio.get_running_loop()
+    store = StateStore(home.state)
+    sup = Supervisor(RealOs(loop), home.logs, store, loop=loop)
+    state = await asyncio.to_thread(store.load)
+    if store.last_error:
+        log.error("state file: %s", store.last_error)
+    if state:
+        await stop_leftovers(state)
+        await restore(sup, state)
+
+    done = asyncio.Event()
+    handlers = Handlers(sup, home, done.set)
+    server = ControlServer(home.socket, handlers, sup)
+    await server.start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, done.set)
+    loop.add_signal_handler(signal.SIGUSR2, sup.log_writer.reopen_all)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    sup.start_sampling()
+    log.info("daemon %d ready on %s", os.getpid(), home.socket)
+
+    await done.wait()
+    log.info("shutting down")
+    await asyncio.sleep(0.05)  # let the reply to `kill` reach the client
+    await server.close()
+    await sup.shutdown()
+    log.info("stopped")
+    return 0
+
+
+def main() -> int:
+    home = Home.from_env()
+    home.ensure()
+    lock_fd = acquire_lock(home)
+    if lock_fd is None:
+        return 0  # another daemon owns this home
+    os.umask(0o022)
+    listener = setup_logging(home)
+    home.pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        return asyncio.run(run(home))
+    except Exception:
+        log.exception("daemon crashed")
+        return 1
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            home.pid_file.unlink()
+        listener.stop()
+        os.close(lock_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

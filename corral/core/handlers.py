@@ -1,0 +1,347 @@
+"""Control-protocol commands -> supervisor operations. Every argument is validated here:
+a request is untrusted input, and a bad one gets an error reply with nothing touched."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from corral import __version__
+from corral.config.errors import ConfigError
+from corral.config.model import AppConfig
+from corral.config.schema import app_from_dict
+from corral.core.app import App
+from corral.core.environment import build_environment
+from corral.core.lifecycle import State
+from corral.core.records import process_record
+from corral.core.state_store import DumpError, DumpRefused, DumpStore
+from corral.core.supervisor import Supervisor
+from corral.paths import Home
+from corral.protocol.commands import Command
+from corral.protocol.wire import ErrorCode, ProtocolError
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_ARGUMENT, message)
+
+
+def _opt_str(args: dict[str, Any], key: str) -> str | None:
+    value = args.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _bad(f"{key!r} must be a string")
+    return value
+
+
+def _targets(args: dict[str, Any]) -> list[str]:
+    value = args.get("target", args.get("targets"))
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(t, str) and t for t in value):
+        return value
+    raise _bad("'target' must be an app id, a name, 'all' or /regex/")
+
+
+def _env(args: dict[str, Any]) -> dict[str, str] | None:
+    value = args.get("cli_env")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _bad("'cli_env' must be an object of strings")
+    return value
+
+
+def _configs(args: dict[str, Any]) -> list[AppConfig]:
+    raw = args.get("apps")
+    if not isinstance(raw, list) or not raw:
+        raise _bad("'apps' must be a non-empty list")
+    try:
+        configs = [app_from_dict(item) for item in raw]
+    except ConfigError as exc:
+        raise _bad(str(exc)) from None
+    names = [cfg.name for cfg in configs]
+    if len(set(names)) != len(names):
+        raise _bad("two apps in one request have the same name")
+    return configs
+
+
+def _signal(value: Any) -> int:
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return int(signal.Signals(value))
+        if isinstance(value, str):
+            name = value.upper()
+            if name.isdigit():
+                return int(signal.Signals(int(name)))
+            return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except (KeyError, ValueError):
+        pass
+    raise _bad(f"unknown signal {value!r}")
+
+
+class Handlers:
+    def __init__(self, supervisor: Supervisor, home: Home, request_shutdown: Callable[[], None]):
+        self.sup = supervisor
+        self.home = home
+        self._request_shutdown = request_shutdown
+        self.table: dict[str, Handler] = {
+            Command.PING: self.ping,
+            Command.START: self.start,
+            Command.STOP: self.stop,
+            Command.RESTART: self.restart,
+            Command.RELOAD: self.restart,  # zero-downtime reload arrives with cluster mode
+            Command.DELETE: self.delete,
+            Command.SCALE: self.scale,
+            Command.RESET: self.reset,
+            Command.LIST: self.list,
+            Command.DESCRIBE: self.describe,
+            Command.ENV: self.env,
+            Command.SEND_SIGNAL: self.send_signal,
+            Command.FLUSH: self.flush,
+            Command.RELOAD_LOGS: self.reload_logs,
+            Command.LOG_FILES: self.log_files,
+            Command.SAVE: self.save,
+            Command.RESURRECT: self.resurrect,
+            Command.KILL: self.kill,
+        }
+
+    # ------------------------------------------------------------ records
+
+    def records(self, apps: list[App]) -> list[dict[str, Any]]:
+        return [
+            process_record(app, inst, self.sup.sample_of(app, inst), self.sup.logs_dir)
+            for app in apps
+            for inst in app.sorted_instances()
+        ]
+
+    # ------------------------------------------------------------ commands
+
+    async def ping(self, args: dict[str, Any]) -> Any:
+        return {"pid": os.getpid(), "version": __version__, "home": str(self.home.root)}
+
+    async def list(self, args: dict[str, Any]) -> Any:
+        return self.records(self.sup.ordered())
+
+    async def start(self, args: dict[str, Any]) -> Any:
+        if "apps" not in args:
+            apps = self.sup.resolve(_targets(args))
+            await asyncio.gather(*(self.sup.start(app) for app in apps))
+            return self.records(apps)
+        configs = _configs(args)
+        cli_env = _env(args)
+        env_name = _opt_str(args, "env_name")
+        force = bool(args.get("force"))
+        await _check_scripts(configs)
+        # Check every app before touching any, so that a refused request changes nothing.
+        for cfg in configs:
+            existing = self.sup.by_name(cfg.name)
+            if existing is not None and not force and any(
+                inst.is_running() for inst in existing.instances.values()
+            ):
+                raise ProtocolError(
+                    ErrorCode.ALREADY_RUNNING,
+                    f"app {cfg.name!r} (id {existing.id}) is already running; "
+                    "use restart, or start -f to replace it",
+                )
+        touched = []
+        for cfg in configs:
+            app = self.sup.by_name(cfg.name)
+            if app is None:
+                app = self.sup.add_app(cfg, cli_env=cli_env, env_name=env_name)
+                touched.append((app, False))
+            else:
+                self.sup.replace_config(
+                    app, cfg, cli_env=cli_env, env_name=env_name, update_env=True
+                )
+                touched.append((app, True))
+        await asyncio.gather(
+            *(
+                self.sup.restart(app, "start -f") if replace else self.sup.start(app)
+                for app, replace in touched
+            )
+        )
+        return self.records([app for app, _ in touched])
+
+    async def stop(self, args: dict[str, Any]) -> Any:
+        apps = self.sup.resolve(_targets(args))
+        await asyncio.gather(*(self.sup.stop(app) for app in apps))
+        return self.records(apps)
+
+    async def restart(self, args: dict[str, Any]) -> Any:
+        update_env = bool(args.get("update_env"))
+        cli_env = _env(args)
+        env_name = _opt_str(args, "env_name")
+        if "apps" in args:
+            configs = _configs(args)
+            await _check_scripts(configs)
+            apps = []
+            for cfg in configs:
+                app = self.sup.by_name(cfg.name)
+                if app is None:
+                    app = self.sup.add_app(cfg, cli_env=cli_env, env_name=env_name)
+                else:
+                    self.sup.replace_config(
+                        app, cfg, cli_env=cli_env, env_name=env_name, update_env=update_env
+                    )
+                apps.append(app)
+        else:
+            apps = self.sup.resolve(_targets(args))
+            if update_env:
+                for app in apps:
+                    self.sup.replace_config(
+                        app, app.config, cli_env=cli_env, env_name=env_name, update_env=True
+                    )
+        await asyncio.gather(*(self.sup.restart(app) for app in apps))
+        return self.records(apps)
+
+    async def delete(self, args: dict[str, Any]) -> Any:
+        apps = self.sup.resolve(_targets(args))
+        await asyncio.gather(*(self.sup.delete(app) for app in apps))
+        return {"deleted": [app.name for app in apps]}
+
+    async def scale(self, args: dict[str, Any]) -> Any:
+        apps = self.sup.resolve(_targets(args))
+        count = args.get("count")
+        if isinstance(count, int) and not isinstance(count, bool):
+            count = str(count)
+        if not isinstance(count, str) or not count.lstrip("+-").isdigit():
+            raise _bad("'count' must be N, +N or -N")
+        for app in apps:
+            current = len(app.instances)
+            wanted = current + int(count) if count[0] in "+-" else int(count)
+            await self.sup.scale(app, wanted)
+        return self.records(apps)
+
+    async def reset(self, args: dict[str, Any]) -> Any:
+        apps = self.sup.resolve(_targets(args))
+        for app in apps:
+            self.sup.reset(app)
+        return self.records(apps)
+
+    async def describe(self, args: dict[str, Any]) -> Any:
+        apps = self.sup.resolve(_targets(args))
+        return [
+            {
+                "id": app.id,
+                "name": app.name,
+                "config": app.config.to_dict(),
+                "env_name": app.env_name,
+                "desired": app.desired,
+                "created_at": app.created_at,
+                "instances": self.records([app]),
+                "events": [
+                    {k: e[k] for k in ("at", "instance", "from", "to", "reason")}
+                    for e in self.sup.events.recent(app.name)
+                ],
+            }
+            for app in apps
+        ]
+
+    async def env(self, args: dict[str, Any]) -> Any:
+        apps = self.sup.resolve(_targets(args))
+        result = []
+        for app in apps:
+            for inst in app.sorted_instances():
+                try:
+                    env = build_environment(
+                        app.config, instance=inst.number, cli_env=app.cli_env,
+                        env_name=app.env_name,
+                    )
+                except ValueError as exc:
+                    raise _bad(f"{app.name}: {exc}") from None
+                result.append({"name": app.name, "instance": inst.number, "env": env})
+        return result
+
+    async def send_signal(self, args: dict[str, Any]) -> Any:
+        signum = _signal(args.get("signal"))
+        apps = self.sup.resolve(_targets(args))
+        sent = [inst for app in apps for inst in app.instances.values() if inst.send_signal(signum)]
+        if not sent:
+            raise ProtocolError(ErrorCode.CONFLICT, "no running process to signal")
+        return self.records(apps)
+
+    async def log_files(self, args: dict[str, Any]) -> Any:
+        apps = self.sup.resolve(_targets(args)) if args.get("target") else self.sup.ordered()
+        result = []
+        for app in apps:
+            for inst in app.sorted_instances():
+                out, err = app.log_paths(self.sup.logs_dir, inst.number)
+                result.append(
+                    {"name": app.name, "instance": inst.number, "out": str(out), "err": str(err)}
+                )
+        return result
+
+    async def flush(self, args: dict[str, Any]) -> Any:
+        files = await self.log_files(args)
+        paths = sorted({f[k] for f in files for k in ("out", "err")})
+        writer = self.sup.log_writer
+        await asyncio.gather(*(asyncio.wrap_future(writer.truncate(Path(p))) for p in paths))
+        return {"flushed": paths}
+
+    async def reload_logs(self, args: dict[str, Any]) -> Any:
+        await asyncio.wrap_future(self.sup.log_writer.reopen_all())
+        return {"reopened": True}
+
+    async def save(self, args: dict[str, Any]) -> Any:
+        apps = [app.to_state() for app in self.sup.ordered()]
+        store = DumpStore(self.home.dump)
+        try:
+            await asyncio.to_thread(store.write, apps, force=bool(args.get("force")))
+        except DumpRefused as exc:
+            raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
+        return {"path": str(self.home.dump), "apps": len(apps)}
+
+    async def resurrect(self, args: dict[str, Any]) -> Any:
+        store = DumpStore(self.home.dump)
+        try:
+            dump = await asyncio.to_thread(store.read)
+        except DumpError as exc:
+            raise ProtocolError(ErrorCode.NOT_FOUND, str(exc)) from None
+        restored = []
+        for record in dump.apps:
+            try:
+                cfg = app_from_dict(record.get("config", {}))
+            except ConfigError as exc:
+                raise ProtocolError(ErrorCode.INVALID_ARGUMENT, f"dump: {exc}") from None
+            if self.sup.by_name(cfg.name) is not None:
+                continue  # already here: resurrect never runs an app twice
+            cli_env = record.get("cli_env")
+            app = self.sup.add_app(
+                cfg,
+                cli_env=cli_env if isinstance(cli_env, dict) else None,
+                env_name=record.get("env_name") if isinstance(record.get("env_name"), str) else None,
+            )
+            restored.append(app)
+            if record.get("desired", "running") == "running":
+                await self.sup.start(app)
+        return {"restored": self.records(restored), "warning": dump.warning}
+
+    async def kill(self, args: dict[str, Any]) -> Any:
+        running = sum(
+            1 for app in self.sup.apps.values() for inst in app.instances.values()
+            if inst.state is not State.STOPPED
+        )
+        self._request_shutdown()
+        return {"stopped": running}
+
+
+async def _check_scripts(configs: list[AppConfig]) -> None:
+    """A script that vanished between the CLI's check and now is refused, not errored."""
+
+    def missing() -> list[str]:
+        return [
+            f"app {cfg.name!r}: script {cfg.script} does not exist"
+            for cfg in configs
+            if os.path.isabs(cfg.script) and not os.path.exists(cfg.script)
+        ]
+
+    problems = await asyncio.to_thread(missing)
+    if problems:
+        raise ProtocolError(ErrorCode.NOT_FOUND, problems[0])

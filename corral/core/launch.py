@@ -1,0 +1,44 @@
+"""Turn an app's configuration into the exact argv/env/cwd of one instance."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from corral.config.model import AppConfig
+from corral.core.environment import build_environment
+from corral.core.osapi import LaunchSpec
+
+
+def build_argv(config: AppConfig) -> list[str]:
+    """The interpreter is left as a bare name when not absolute: exec resolves it on the
+    child's own PATH (subprocess uses the env it is given for that lookup)."""
+    if config.interpreter in (None, "none"):
+        return [config.script, *config.args]
+    return [config.interpreter, *config.interpreter_args, config.script, *config.args]
+
+
+def working_directory(config: AppConfig) -> str:
+    if config.cwd:
+        return config.cwd
+    if os.path.isabs(config.script):
+        return os.path.dirname(config.script)
+    return "/"
+
+
+def build_launch_spec(
+    config: AppConfig,
+    *,
+    instance: int,
+    cli_env: Mapping[str, str] | None,
+    env_name: str | None,
+) -> LaunchSpec:
+    return LaunchSpec(
+        argv=build_argv(config),
+        env=build_environment(config, instance=instance, cli_env=cli_env, env_name=env_name),
+        cwd=working_directory(config),
+        user=config.user,
+        group=config.group,
+        rlimits=dict(config.rlimits),
+        umask=config.umask,
+    )

@@ -1,0 +1,338 @@
+"""The process lifecycle: one explicit state machine per instance (SPEC 1.2, 1.4).
+
+    stopped ──start──> launching ──spawned──> online ──stop──> stopping ──exit──> stopped
+                           │                    │
+                           │ spawn failed       │ exit (crash)
+                           v                    v
+                        errored <──too many── waiting-restart ──delay──> launching
+                                   unstable
+
+Every change of state is reported to `emit` as a `Transition`; the supervisor turns
+them into events for subscribers and persists them. The machine never touches the OS
+itself: spawning, signals, timers and the clock go through `OsApi`, so tests drive it
+with a fake in milliseconds.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from corral.config.model import AppConfig
+from corral.core.osapi import Child, ExitStatus, LaunchSpec, OsApi, OutputSink, Timer
+
+BACKOFF_FACTOR = 1.5
+BACKOFF_CAP = 15.0
+BACKOFF_RESET_UPTIME = 30.0
+
+
+class State(StrEnum):
+    STOPPED = "stopped"
+    LAUNCHING = "launching"
+    ONLINE = "online"
+    STOPPING = "stopping"
+    WAITING_RESTART = "waiting-restart"
+    ERRORED = "errored"
+
+
+RUNNING_STATES = frozenset({State.LAUNCHING, State.ONLINE, State.WAITING_RESTART})
+
+
+@dataclass(frozen=True)
+class Transition:
+    app: str
+    instance: int
+    old: State
+    new: State
+    reason: str
+    pid: int | None
+    at: float
+    """Wall-clock time of the change."""
+
+
+Launcher = Callable[["Instance"], tuple[LaunchSpec, OutputSink]]
+"""Builds the exec spec and output sink for a (re)launch; may raise ValueError/OSError."""
+
+
+class Instance:
+    """One process instance of an app, and the rules that move it between states."""
+
+    def __init__(
+        self,
+        app: str,
+        number: int,
+        config: AppConfig,
+        os_api: OsApi,
+        launcher: Launcher,
+        emit: Callable[[Transition], None],
+    ) -> None:
+        self.app = app
+        self.number = number
+        self.config = config
+        self._os = os_api
+        self._launcher = launcher
+        self._emit = emit
+
+        self.state = State.STOPPED
+        self.child: Child | None = None
+        self.started_at: float | None = None  # monotonic, while a process runs
+        self.started_wall: float | None = None
+        self.restarts = 0
+        self.unstable_restarts = 0
+        self.last_exit: ExitStatus | None = None
+        self.error: str | None = None
+
+        self._consecutive_unstable = 0
+        self._backoff = 0.0
+        self._timer: Timer | None = None
+        self._generation = 0  # guards callbacks from an earlier process
+        self._stop_requested = False  # stop() arrived while the spawn was in flight
+        self._start_after_stop = False
+        self._clearing = False  # the group of an exited process is still being ended
+        self._launch_after_clear: str | None = None
+        self._stop_deadline = 0.0
+
+    # ----------------------------------------------------------------- queries
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child else None
+
+    def uptime(self) -> float | None:
+        if self.started_at is None or self.state not in (State.ONLINE, State.STOPPING):
+            return None
+        return max(0.0, self._os.now() - self.started_at)
+
+    def is_running(self) -> bool:
+        return self.state in RUNNING_STATES or self._start_after_stop
+
+    # ---------------------------------------------------------------- commands
+
+    def start(self, reason: str = "start") -> None:
+        if self.state in (State.STOPPED, State.ERRORED):
+            self._consecutive_unstable = 0
+            self._backoff = 0.0
+            self.error = None
+            self._launch(reason)
+        elif self.state is State.WAITING_RESTART:
+            self._cancel_timer()
+            self._launch(reason)
+        elif self.state is State.STOPPING:
+            self._start_after_stop = True
+        elif self.state is State.LAUNCHING:
+            self._stop_requested = False
+        # ONLINE: already running.
+
+    def stop(self, reason: str = "stop") -> None:
+        self._start_after_stop = False
+        self._launch_after_clear = None
+        if self.state is State.ONLINE:
+            self._begin_stop(reason)
+        elif self.state is State.LAUNCHING:
+            if self.child is None:
+                self._stop_requested = True  # acted on when the spawn completes
+            else:
+                self._begin_stop(reason)
+        elif self.state is State.WAITING_RESTART:
+            self._cancel_timer()
+            self._set(State.STOPPED, reason)
+        elif self.state is State.ERRORED:
+            self._set(State.STOPPED, reason)
+
+    def restart(self, reason: str = "restart") -> None:
+        """Stop if running, then start again; a restart of a stopped instance starts it."""
+        if self.state in (State.ONLINE, State.LAUNCHING):
+            self.stop(reason)
+            self._start_after_stop = True
+        elif self.state is State.STOPPING:
+            self._start_after_stop = True
+        else:
+            self.start(reason)
+        if self._start_after_stop:
+            self.restarts += 1
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now (used at daemon shutdown after the grace period)."""
+        if self.child is not None:
+            self._os.signal_group(self.child, signal.SIGKILL)
+
+    def send_signal(self, signum: int) -> bool:
+        if self.child is None:
+            return False
+        self._os.signal_process(self.child, signum)
+        return True
+
+    def reset_counters(self) -> None:
+        self.restarts = 0
+        self.unstable_restarts = 0
+        self._consecutive_unstable = 0
+        self._backoff = 0.0
+
+    # ------------------------------------------------------------- internals
+
+    def _set(self, new: State, reason: str) -> None:
+        old = self.state
+        self.state = new
+        if old is not new:
+            self._emit(
+                Transition(self.app, self.number, old, new, reason, self.pid, self._os.wall())
+            )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _launch(self, reason: str) -> None:
+        if self._clearing:  # leftovers of the last process must be gone first
+            self._launch_after_clear = reason
+            self._set(State.WAITING_RESTART, reason)
+            return
+        self._generation += 1
+        generation = self._generation
+        self._stop_requested = False
+        self.started_at = None
+        self.started_wall = None
+        self._set(State.LAUNCHING, reason)
+        try:
+            spec, output = self._launcher(self)
+        except (OSError, ValueError, KeyError) as exc:
+            self.error = str(exc)
+            self._set(State.ERRORED, f"cannot launch: {exc}")
+            return
+        self._os.spawn(
+            spec,
+            output,
+            on_spawned=lambda child: self._on_spawned(generation, child),
+            on_failed=lambda message: self._on_spawn_failed(generation, message),
+            on_exit=lambda status: self._on_exit(generation, status),
+        )
+
+    def _on_spawned(self, generation: int, child: Child) -> None:
+        if generation != self._generation:
+            return
+        self.child = child
+        self.started_at = self._os.now()
+        self.started_wall = self._os.wall()
+        if self._stop_requested:
+            self._begin_stop("stop")
+            return
+        # Readiness (wait_ready, health checks) arrives with cluster mode; until then a
+        # spawned process is online at once.
+        self._set(State.ONLINE, "spawned")
+
+    def _on_spawn_failed(self, generation: int, message: str) -> None:
+        if generation != self._generation:
+            return
+        self.error = message
+        if self._stop_requested:
+            self._set(State.STOPPED, "stop")
+        else:
+            self._set(State.ERRORED, f"cannot launch: {message}")
+
+    def _begin_stop(self, reason: str) -> None:
+        assert self.child is not None
+        self._cancel_timer()
+        self._stop_deadline = self._os.now() + self.config.kill_timeout
+        self._set(State.STOPPING, reason)
+        self._os.signal_group(self.child, _signum(self.config.kill_signal))
+        child = self.child
+        self._timer = self._os.call_later(
+            self.config.kill_timeout, lambda: self._os.signal_group(child, signal.SIGKILL)
+        )
+
+    def _on_exit(self, generation: int, status: ExitStatus) -> None:
+        if generation != self._generation:
+            return
+        self._cancel_timer()
+        child = self.child
+        uptime = self._os.now() - self.started_at if self.started_at is not None else 0.0
+        self.last_exit = status
+        self.child = None
+        self.started_at = None
+        self.started_wall = None
+        if child is None:  # exit reported without a spawn: treat as a failed launch
+            self._set(State.ERRORED, status.describe())
+            return
+
+        if self.state is State.STOPPING:
+            # The stop signal went to the whole group; whatever is left gets SIGKILL
+            # when the kill_timeout that started with the stop runs out.
+            remaining = max(0.0, self._stop_deadline - self._os.now())
+            self._clear(child, None, remaining, after=self._on_stopped)
+            return
+
+        self._after_crash(child, status, uptime)
+
+    def _on_stopped(self) -> None:
+        self._set(State.STOPPED, "stopped")
+        if self._start_after_stop:
+            self._start_after_stop = False
+            self._consecutive_unstable = 0
+            self._launch("restart")
+
+    def _after_crash(self, child: Child, status: ExitStatus, uptime: float) -> None:
+        cfg = self.config
+        stop_signal = _signum(cfg.kill_signal)
+        if not cfg.autorestart:
+            self._set(State.STOPPED, f"{status.describe()}; autorestart is off")
+        elif status.code is not None and status.code in cfg.stop_exit_codes:
+            self._set(State.STOPPED, f"{status.describe()}, a stop exit code")
+        else:
+            if uptime < cfg.min_uptime:
+                self.unstable_restarts += 1
+                self._consecutive_unstable += 1
+            else:
+                self._consecutive_unstable = 0
+            # max_restarts unstable restarts are allowed; the next unstable exit errors.
+            if self._consecutive_unstable > cfg.max_restarts:
+                self.error = (
+                    f"{self._consecutive_unstable} unstable restarts in a row "
+                    f"(each ran less than min_uptime {cfg.min_uptime:g}s)"
+                )
+                self._set(State.ERRORED, f"{status.describe()}; {self.error}")
+            else:
+                delay = self._next_delay(uptime)
+                self._set(State.WAITING_RESTART, f"{status.describe()}; restart in {delay:g}s")
+                self._clear(child, stop_signal, cfg.kill_timeout, after=None)
+                self._timer = self._os.call_later(delay, self._restart_timer_fired)
+                return
+        # Not restarting: still make sure nothing of the old process is left behind.
+        self._clear(child, stop_signal, cfg.kill_timeout, after=None)
+
+    def _restart_timer_fired(self) -> None:
+        self._timer = None
+        if self.state is State.WAITING_RESTART:
+            self.restarts += 1
+            self._launch("autorestart")
+
+    def _next_delay(self, uptime: float) -> float:
+        cfg = self.config
+        if cfg.exp_backoff_restart_delay is None:
+            return cfg.restart_delay
+        if uptime >= BACKOFF_RESET_UPTIME or self._backoff == 0.0:
+            self._backoff = cfg.exp_backoff_restart_delay
+        else:
+            self._backoff = min(self._backoff * BACKOFF_FACTOR, BACKOFF_CAP)
+        return self._backoff
+
+    def _clear(
+        self, child: Child, signum: int | None, timeout: float, after: Callable[[], None] | None
+    ) -> None:
+        self._clearing = True
+
+        def done() -> None:
+            self._clearing = False
+            if after is not None:
+                after()
+            pending, self._launch_after_clear = self._launch_after_clear, None
+            if pending is not None and self.state is State.WAITING_RESTART:
+                self._launch(pending)
+
+        self._os.clear_group(child, signum, timeout, done)
+
+
+def _signum(name: str) -> int:
+    return int(signal.Signals[name])

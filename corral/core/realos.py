@@ -1,0 +1,236 @@
+"""`OsApi` for real: asyncio timers, fork/exec in a worker thread, exits from pidfds.
+
+Exits are learned from the kernel: each child's pidfd becomes readable when it exits
+(`loop.add_reader`), and only then is it reaped with `waitpid`, so no process is ever
+polled. The fork/exec runs in a thread so that a slow fork never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import grp
+import os
+import pwd
+import resource
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+
+from corral.core.osapi import Child, ExitStatus, LaunchSpec, OutputSink, Timer
+
+RLIMITS: dict[str, int] = {
+    "nofile": resource.RLIMIT_NOFILE,
+    "nproc": resource.RLIMIT_NPROC,
+    "as": resource.RLIMIT_AS,
+    "core": resource.RLIMIT_CORE,
+    "fsize": resource.RLIMIT_FSIZE,
+    "stack": resource.RLIMIT_STACK,
+    "cpu": resource.RLIMIT_CPU,
+    "memlock": resource.RLIMIT_MEMLOCK,
+}
+_GROUP_POLL = 0.02  # only while ending the leftovers of a group that is known to be dying
+
+
+@dataclass
+class _Spawned:
+    popen: subprocess.Popen[bytes]
+    child: Child
+    pidfd: int
+    stdout: int
+    stderr: int
+
+
+class RealOs:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._live: dict[int, _Spawned] = {}
+
+    # ------------------------------------------------------------------ clock
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self._loop.call_later(delay, callback)
+
+    # ------------------------------------------------------------------ spawn
+
+    def spawn(
+        self,
+        spec: LaunchSpec,
+        output: OutputSink,
+        on_spawned: Callable[[Child], None],
+        on_failed: Callable[[str], None],
+        on_exit: Callable[[ExitStatus], None],
+    ) -> None:
+        future = self._loop.run_in_executor(None, _fork_exec, spec)
+
+        def spawned(fut: asyncio.Future[_Spawned]) -> None:
+            exc = fut.exception()
+            if exc is not None:
+                on_failed(_describe_spawn_error(spec, exc))
+                return
+            proc = fut.result()
+            self._live[proc.child.pid] = proc
+            output.attach(proc.stdout, proc.stderr)
+            self._loop.add_reader(proc.pidfd, self._reap, proc, on_exit)
+            on_spawned(proc.child)
+
+        future.add_done_callback(spawned)
+
+    def _reap(self, proc: _Spawned, on_exit: Callable[[ExitStatus], None]) -> None:
+        try:
+            pid, status = os.waitpid(proc.child.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = proc.child.pid, 0
+        if pid == 0:
+            return  # spurious wake-up
+        self._loop.remove_reader(proc.pidfd)
+        os.close(proc.pidfd)
+        self._live.pop(proc.child.pid, None)
+        exit_status = ExitStatus.from_wait_status(status)
+        # Tell Popen the child is reaped, or it may try to waitpid a reused pid later.
+        proc.popen.returncode = (
+            exit_status.code if exit_status.code is not None else -(exit_status.signal or 0)
+        )
+        on_exit(exit_status)
+
+    # ---------------------------------------------------------------- signals
+
+    def signal_group(self, child: Child, signum: int) -> None:
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            self.signal_process(child, signum)
+
+    def signal_process(self, child: Child, signum: int) -> None:
+        if child.pid not in self._live:
+            return  # already reaped: the pid may belong to someone else now
+        try:
+            os.kill(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def clear_group(
+        self, child: Child, signum: int | None, timeout: float, done: Callable[[], None]
+    ) -> None:
+        if not _group_alive(child.pid):
+            done()
+            return
+        if signum is not None:
+            self.signal_group(child, signum)
+        deadline = self.now() + timeout
+        killed = False
+
+        def check() -> None:
+            nonlocal killed
+            if not _group_alive(child.pid):
+                done()
+                return
+            if self.now() >= deadline:
+                if killed and self.now() >= deadline + 2.0:
+                    done()  # unkillable (uninterruptible sleep): do not wait forever
+                    return
+                if not killed:
+                    self.signal_group(child, signal.SIGKILL)
+                    killed = True
+            self._loop.call_later(_GROUP_POLL, check)
+
+        self._loop.call_later(_GROUP_POLL, check)
+
+    def live_children(self) -> list[Child]:
+        return [proc.child for proc in self._live.values()]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fork_exec(spec: LaunchSpec) -> _Spawned:
+    """Runs in a worker thread: fork, exec, and open the pidfd before anyone can reap."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        uid, gid, groups = _identity(spec)
+        preexec = _rlimit_setter(spec.rlimits) if spec.rlimits else None
+        popen = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=spec.cwd,
+            env=spec.env,
+            close_fds=True,
+            pass_fds=spec.pass_fds,
+            process_group=0,
+            umask=spec.umask if spec.umask is not None else -1,
+            preexec_fn=preexec,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
+        )
+    except BaseException:
+        for fd in (out_r, out_w, err_r, err_w):
+            os.close(fd)
+        raise
+    os.close(out_w)
+    os.close(err_w)
+    pidfd = os.pidfd_open(popen.pid)
+    try:
+        start_time = psutil.Process(popen.pid).create_time()
+    except psutil.Error:
+        start_time = 0.0
+    return _Spawned(popen, Child(popen.pid, start_time), pidfd, out_r, err_r)
+
+
+def _identity(spec: LaunchSpec) -> tuple[int | None, int | None, list[int] | None]:
+    """uid, gid and supplementary groups for `user`/`group`: setgid + initgroups + setuid
+    (only possible as root; the daemon checks that before it gets here)."""
+    if spec.user is None and spec.group is None:
+        return None, None, None
+    gid = grp.getgrnam(spec.group).gr_gid if spec.group else None
+    if spec.user is None:
+        return None, gid, []
+    entry = pwd.getpwnam(spec.user)
+    gid = entry.pw_gid if gid is None else gid
+    return entry.pw_uid, gid, os.getgrouplist(entry.pw_name, gid)
+
+
+def _rlimit_setter(limits: dict[str, int]) -> Callable[[], None]:
+    pairs = [(RLIMITS[name], value) for name, value in limits.items()]
+
+    def apply() -> None:  # runs in the child between fork and exec: no locks, no logging
+        for resource_id, value in pairs:
+            limit = resource.RLIM_INFINITY if value < 0 else value
+            resource.setrlimit(resource_id, (limit, limit))
+
+    return apply
+
+
+def _describe_spawn_error(spec: LaunchSpec, exc: BaseException) -> str:
+    program = spec.argv[0] if spec.argv else "?"
+    if isinstance(exc, FileNotFoundError):
+        return f"{program}: no such file or directory (or cwd {spec.cwd} is missing)"
+    if isinstance(exc, PermissionError):
+        return f"{program}: permission denied"
+    if isinstance(exc, KeyError):
+        return f"unknown user or group: {exc.args[0] if exc.args else exc}"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOEXEC:
+        return f"{program}: not an executable (set an interpreter)"
+    return f"{program}: {exc}"

@@ -1,0 +1,427 @@
+"""The supervisor: every app of one daemon, and the operations the control protocol asks for.
+
+It owns the apps and their instances, turns lifecycle transitions into events, keeps
+the state file current, and runs the per-app helpers (watch, cron, memory limit). All of
+it runs on the event loop; anything that blocks (disk, psutil) goes to a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from corral.config.model import AppConfig
+from corral.core.app import App
+from corral.core.cron import CronSchedule
+from corral.core.events import Event, EventBus
+from corral.core.launch import build_launch_spec
+from corral.core.lifecycle import Instance, State, Transition
+from corral.core.logcapture import InstanceOutput, LogWriter
+from corral.core.osapi import LaunchSpec, OsApi, OutputSink
+from corral.core.sampler import TreeSample, TreeSampler
+from corral.core.state_store import StateStore
+from corral.core.targets import resolve_many
+from corral.core.watcher import AppWatcher
+from corral.protocol.wire import ErrorCode, ProtocolError
+
+log = logging.getLogger("corral.supervisor")
+
+SETTLED = frozenset({State.STOPPED, State.ERRORED})
+STARTED = frozenset({State.ONLINE, State.ERRORED, State.STOPPED, State.WAITING_RESTART})
+SAMPLE_INTERVAL = 2.0
+STATE_VERSION = 1
+
+
+class Supervisor:
+    def __init__(
+        self,
+        os_api: OsApi,
+        logs_dir: Path,
+        store: StateStore | None,
+        *,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.os = os_api
+        self.logs_dir = logs_dir
+        self.store = store
+        self.loop = loop
+        self.events = EventBus()
+        self.log_writer = LogWriter()
+        self.apps: dict[int, App] = {}
+        self.samples: dict[tuple[int, int], TreeSample] = {}
+        self._next_id = 0
+        self._changed: asyncio.Event = asyncio.Event()
+        self._watchers: dict[int, AppWatcher] = {}
+        self._crons: dict[int, CronSchedule] = {}
+        self._outputs: dict[tuple[int, int], InstanceOutput] = {}
+        self._sampler = TreeSampler()
+        self._persist_wanted = False
+        self._persist_task: asyncio.Task[None] | None = None
+        self._sample_task: asyncio.Task[None] | None = None
+        self._log_subscribers = 0
+
+    # ============================================================== lookups
+
+    def by_name(self, name: str) -> App | None:
+        return next((app for app in self.apps.values() if app.name == name), None)
+
+    def resolve(self, targets: Iterable[str]) -> list[App]:
+        return resolve_many(list(targets), self.apps.values())
+
+    def ordered(self) -> list[App]:
+        return [self.apps[i] for i in sorted(self.apps)]
+
+    # ============================================================ app table
+
+    def add_app(
+        self,
+        config: AppConfig,
+        *,
+        cli_env: dict[str, str] | None,
+        env_name: str | None,
+        app_id: int | None = None,
+        created_at: float | None = None,
+    ) -> App:
+        if self.by_name(config.name) is not None:
+            raise ProtocolError(ErrorCode.CONFLICT, f"an app named {config.name!r} exists")
+        if app_id is None:
+            app_id = self._next_id
+        self._next_id = max(self._next_id, app_id + 1)
+        app = App(
+            id=app_id,
+            config=config,
+            cli_env=cli_env,
+            env_name=env_name,
+            created_at=created_at if created_at is not None else self.os.wall(),
+        )
+        self.apps[app_id] = app
+        self._resize(app, config.instances)
+        self.persist()
+        return app
+
+    def replace_config(
+        self,
+        app: App,
+        config: AppConfig,
+        *,
+        cli_env: dict[str, str] | None,
+        env_name: str | None,
+        update_env: bool,
+    ) -> None:
+        """A new configuration takes effect at the next launch of each instance."""
+        app.config = config
+        if update_env:
+            app.cli_env = cli_env
+            app.env_name = env_name
+        for inst in app.instances.values():
+            inst.config = config
+        self.persist()
+
+    async def delete(self, app: App) -> None:
+        await self.stop(app)
+        await self._stop_helpers(app)
+        for number in list(app.instances):
+            self._drop_output(app, number)
+        del self.apps[app.id]
+        self.events.forget(app.name)
+        self.events.publish({"type": "deleted", "name": app.name, "id": app.id})
+        self.persist()
+
+    # ============================================================ operations
+
+    async def start(self, app: App) -> None:
+        app.desired = "running"
+        if not app.instances:
+            self._resize(app, max(1, app.config.instances))
+        for inst in app.sorted_instances():
+            inst.start()
+        self._start_helpers(app)
+        self.persist()
+        await self.wait(app.instances.values(), STARTED)
+
+    async def stop(self, app: App) -> None:
+        app.desired = "stopped"
+        await self._stop_helpers(app)
+        for inst in app.sorted_instances():
+            inst.stop()
+        self.persist()
+        await self.wait(app.instances.values(), SETTLED)
+
+    async def restart(self, app: App, reason: str = "restart") -> None:
+        app.desired = "running"
+        self._resize(app, max(1, app.config.instances))
+        for inst in app.sorted_instances():
+            inst.restart(reason)
+        self._start_helpers(app)
+        self.persist()
+        await self.wait(app.instances.values(), STARTED)
+
+    async def scale(self, app: App, count: int) -> None:
+        if count < 1:
+            raise ProtocolError(ErrorCode.INVALID_ARGUMENT, "an app needs at least 1 instance")
+        current = len(app.instances)
+        app.config.instances = count
+        if count > current:
+            added = self._resize(app, count)
+            if app.desired == "running":
+                for inst in added:
+                    inst.start("scale")
+                await self.wait(added, STARTED)
+        elif count < current:
+            # Scaling down stops the highest numbers, gracefully.
+            doomed = [app.instances[n] for n in sorted(app.instances)[count:]]
+            for inst in doomed:
+                inst.stop("scale")
+            await self.wait(doomed, SETTLED)
+            for inst in doomed:
+                del app.instances[inst.number]
+                self._drop_output(app, inst.number)
+        self.persist()
+
+    def reset(self, app: App) -> None:
+        for inst in app.instances.values():
+            inst.reset_counters()
+        self.persist()
+
+    async def wait(
+        self, instances: Iterable[Instance], states: frozenset[State], timeout: float = 60.0
+    ) -> None:
+        """Wait until every instance is in one of `states` (or the timeout passes)."""
+        pending = list(instances)
+        deadline = self.loop.time() + timeout
+        while not all(inst.state in states for inst in pending):
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return
+
+    # ============================================================ instances
+
+    def _resize(self, app: App, count: int) -> list[Instance]:
+        added = []
+        for number in app.free_numbers(max(0, count - len(app.instances))):
+            inst = Instance(
+                app.name, number, app.config, self.os, self._launcher(app), self._on_transition
+            )
+            app.instances[number] = inst
+            added.append(inst)
+        return added
+
+    def _launcher(self, app: App) -> Callable[[Instance], tuple[LaunchSpec, OutputSink]]:
+        def launch(inst: Instance) -> tuple[LaunchSpec, OutputSink]:
+            spec = build_launch_spec(
+                app.config, instance=inst.number, cli_env=app.cli_env, env_name=app.env_name
+            )
+            return spec, self._output_for(app, inst.number)
+
+        return launch
+
+    def _output_for(self, app: App, number: int) -> InstanceOutput:
+        self._drop_output(app, number)
+        out_path, err_path = app.log_paths(self.logs_dir, number)
+        name = app.name
+
+        def on_line(stream: str, data: bytes) -> None:
+            if self._log_subscribers:
+                self.events.publish(
+                    {
+                        "type": "log",
+                        "name": name,
+                        "instance": number,
+                        "stream": stream,
+                        "data": data.decode("utf-8", errors="replace"),
+                    }
+                )
+
+        output = InstanceOutput(
+            self.loop,
+            self.log_writer,
+            out_path,
+            err_path,
+            timestamp_format=app.config.log_date_format,
+            on_line=on_line,
+        )
+        self._outputs[(app.id, number)] = output
+        return output
+
+    def _drop_output(self, app: App, number: int) -> None:
+        output = self._outputs.pop((app.id, number), None)
+        if output is not None:
+            # The pipes close by themselves at EOF; closing early would lose the last lines.
+            pass
+
+    def _on_transition(self, change: Transition) -> None:
+        self._changed.set()
+        app = self.by_name(change.app)
+        self.events.publish(
+            {
+                "type": "transition",
+                "name": change.app,
+                "id": app.id if app else None,
+                "instance": change.instance,
+                "from": str(change.old),
+                "to": str(change.new),
+                "reason": change.reason,
+                "pid": change.pid,
+                "at": change.at,
+            }
+        )
+        level = logging.WARNING if change.new is State.ERRORED else logging.INFO
+        log.log(level, "%s[%d] %s -> %s (%s)", change.app, change.instance, change.old,
+                change.new, change.reason)
+        self.persist()
+
+    # ============================================================ helpers
+
+    def _start_helpers(self, app: App) -> None:
+        cfg = app.config
+        if cfg.watch and app.id not in self._watchers:
+            watcher = AppWatcher(
+                cfg.watch,
+                cfg.ignore_watch,
+                cfg.watch_delay,
+                lambda paths: self._spawn_restart(app, f"watch: {paths[0] if paths else '?'} changed"),
+            )
+            watcher.start()
+            self._watchers[app.id] = watcher
+        if cfg.cron_restart and app.id not in self._crons:
+            cron = CronSchedule(
+                cfg.cron_restart, self.loop, lambda: self._spawn_restart(app, "cron_restart")
+            )
+            cron.start()
+            self._crons[app.id] = cron
+
+    async def _stop_helpers(self, app: App) -> None:
+        cron = self._crons.pop(app.id, None)
+        if cron is not None:
+            cron.cancel()
+        watcher = self._watchers.pop(app.id, None)
+        if watcher is not None:
+            await watcher.stop()
+
+    def _spawn_restart(self, app: App, reason: str) -> None:
+        if app.id in self.apps and app.desired == "running":
+            log.info("restarting %s: %s", app.name, reason)
+            for inst in app.sorted_instances():
+                if inst.state in (State.ONLINE, State.LAUNCHING):
+                    inst.restart(reason)
+
+    # ============================================================ sampling
+
+    def start_sampling(self) -> None:
+        self._sample_task = self.loop.create_task(self._sample_loop())
+
+    async def _sample_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
+            await self.sample_once()
+
+    async def sample_once(self) -> None:
+        owners = {
+            inst.pid: (app, inst)
+            for app in self.apps.values()
+            for inst in app.instances.values()
+            if inst.pid is not None
+        }
+        samples = await asyncio.to_thread(self._sampler.sample, list(owners))
+        self.samples = {}
+        for pid, sample in samples.items():
+            app, inst = owners[pid]
+            if inst.pid != pid:
+                continue  # restarted while we sampled
+            self.samples[(app.id, inst.number)] = sample
+            limit = app.config.max_memory_restart
+            if limit is not None and sample.rss > limit and inst.state is State.ONLINE:
+                inst.restart(f"memory {sample.rss} bytes over max_memory_restart {limit}")
+
+    def sample_of(self, app: App, inst: Instance) -> TreeSample | None:
+        return self.samples.get((app.id, inst.number))
+
+    # ============================================================ logs
+
+    def subscribe_logs(self, delta: int) -> None:
+        self._log_subscribers += delta
+
+    # ============================================================ persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        apps = []
+        for app in self.ordered():
+            record = app.to_state()
+            record["instances"] = [
+                {
+                    "number": inst.number,
+                    "pid": inst.child.pid if inst.child else None,
+                    "start_time": inst.child.start_time if inst.child else None,
+                    "restarts": inst.restarts,
+                    "unstable_restarts": inst.unstable_restarts,
+                }
+                for inst in app.sorted_instances()
+            ]
+            apps.append(record)
+        return {"version": STATE_VERSION, "next_id": self._next_id, "apps": apps}
+
+    def persist(self) -> None:
+        """Ask for the state file to be rewritten; writes are coalesced and off-loop."""
+        if self.store is None:
+            return
+        self._persist_wanted = True
+        if self._persist_task is None or self._persist_task.done():
+            self._persist_task = self.loop.create_task(self._persist_loop())
+
+    async def _persist_loop(self) -> None:
+        assert self.store is not None
+        while self._persist_wanted:
+            self._persist_wanted = False
+            data = self.snapshot()
+            try:
+                await asyncio.to_thread(self.store.save, data)
+            except OSError as exc:
+                log.error("cannot write the state file: %s", exc)
+
+    async def flush_state(self) -> None:
+        if self._persist_task is not None:
+            await self._persist_task
+        if self.store is not None:
+            await asyncio.to_thread(self.store.save, self.snapshot())
+
+    # ============================================================ shutdown
+
+    async def shutdown(self) -> None:
+        """Stop every app gracefully but keep what each app should be (for the restore)."""
+        desired = {app.id: app.desired for app in self.apps.values()}
+        grace = max((app.config.kill_timeout for app in self.apps.values()), default=0.0)
+        for app in self.apps.values():
+            await self._stop_helpers(app)
+            for inst in app.instances.values():
+                inst.stop("daemon shutdown")
+        everyone = [inst for app in self.apps.values() for inst in app.instances.values()]
+        await self.wait(everyone, SETTLED, timeout=grace + 3.0)
+        for inst in everyone:
+            inst.kill()
+        for app in self.apps.values():
+            app.desired = desired[app.id]
+        if self._sample_task is not None:
+            self._sample_task.cancel()
+        await self.flush_state()
+        await asyncio.to_thread(self.log_writer.close)
+
+    def pid_list(self) -> list[int]:
+        return [
+            inst.pid
+            for app in self.apps.values()
+            for inst in app.instances.values()
+            if inst.pid is not None
+        ]
+
+
+def own_pid() -> int:
+    return os.getpid()

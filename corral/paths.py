@@ -1,0 +1,60 @@
+"""Where everything lives inside a corral home ($CORRAL_HOME, default ~/.corral)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "CORRAL_HOME"
+
+
+@dataclass(frozen=True)
+class Home:
+    """The files of one daemon. Every path the daemon or CLI touches comes from here."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Home:
+        env = os.environ if environ is None else environ
+        raw = env.get(HOME_ENV) or str(Path.home() / ".corral")
+        return cls(Path(raw).expanduser().absolute())
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "corral.sock"
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the running daemon for its whole life: one daemon per home."""
+        return self.root / "daemon.lock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "daemon.pid"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.root / "corral.log"
+
+    @property
+    def state(self) -> Path:
+        """Live state, rewritten atomically on every change."""
+        return self.root / "state.json"
+
+    @property
+    def dump(self) -> Path:
+        """Written by `corral save`, read by `corral resurrect`."""
+        return self.root / "dump.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def ensure(self) -> None:
+        """Create the home (0700) and its log folder; tighten a home that is too open."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.root.stat().st_mode & 0o077:
+            os.chmod(self.root, 0o700)
+        self.logs.mkdir(mode=0o700, exist_ok=True)

@@ -1,0 +1,53 @@
+"""The commands of the control protocol, with their arguments and results.
+
+A *target* is a string: an app id (``"3"``), a name, ``"all"`` or ``"/regex/"``.
+A *process record* is one object per running instance, in the schema of
+``jlist.schema.json`` beside this file (the stable `corral jlist` format).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Command(StrEnum):
+    PING = "ping"
+    """{} -> {"pid": int, "version": str, "home": str}"""
+    START = "start"
+    """{"apps": [AppConfig dict], "cli_env": {str: str} | null, "env_name": str | null,
+    "force": bool} or {"target": str} -> [process record]"""
+    STOP = "stop"
+    """{"target": str} -> [process record]"""
+    RESTART = "restart"
+    """{"target": str} or {"apps": [...]}, "update_env": bool, "cli_env", "env_name"
+    -> [process record]"""
+    RELOAD = "reload"
+    """Same arguments as restart."""
+    DELETE = "delete"
+    """{"target": str} -> {"deleted": [name]}"""
+    SCALE = "scale"
+    """{"target": name, "count": "N" | "+N" | "-N"} -> [process record]"""
+    RESET = "reset"
+    """{"target": str} -> [process record]"""
+    LIST = "list"
+    """{} -> [process record]"""
+    DESCRIBE = "describe"
+    """{"target": str} -> [app description]"""
+    ENV = "env"
+    """{"target": str} -> [{"name": str, "instance": int, "env": {str: str}}]"""
+    SEND_SIGNAL = "send_signal"
+    """{"target": str, "signal": "SIGUSR1" | int} -> [process record]"""
+    FLUSH = "flush"
+    """{"target": str | null} -> {"flushed": [path]}"""
+    RELOAD_LOGS = "reload_logs"
+    """{} -> {"reopened": int}"""
+    LOG_FILES = "log_files"
+    """{"target": str | null} -> [{"name", "instance", "out", "err"}]"""
+    SAVE = "save"
+    """{"force": bool} -> {"path": str, "apps": int}"""
+    RESURRECT = "resurrect"
+    """{} -> [process record]"""
+    KILL = "kill"
+    """{} -> {"stopped": int}; the daemon stops every app and exits after replying."""
+    SUBSCRIBE = "subscribe"
+    """{} -> {"subscribed": true}, then {"event": {...}} lines (see core.events)."""
