@@ -48,6 +48,14 @@ def read_text(path: str | Path) -> str:
         return ""
 
 
+def system_python() -> str:
+    """A Python any user can execute (the venv's may live under a private home)."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    pytest.skip("no system-wide python3 for another uid")
+
+
 def alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
     try:
@@ -159,6 +167,18 @@ class Corral:
         path.write_text(text)
         path.chmod(mode)
         return path
+
+    def start_app(self, name: str, code: str, *, cli_env: dict[str, str] | None = None,
+                  env_name: str | None = None, **config: Any) -> list[dict[str, Any]]:
+        """Write `code` as <name>.py and start it through the control protocol."""
+        from corral.config.model import AppConfig
+
+        script = self.write(f"{name}.py", code)
+        config.setdefault("interpreter", sys.executable)
+        config.setdefault("cwd", str(self.workdir))
+        cfg = AppConfig(name=name, script=str(script), **config)
+        env = cli_env if cli_env is not None else {"PATH": self.env["PATH"]}
+        return list(self.call("start", apps=[cfg.to_dict()], cli_env=env, env_name=env_name))
 
     def shutdown(self) -> None:
         pids = [pid for pid in self.started if alive(pid)]

@@ -82,6 +82,10 @@ class ControlServer:
                 refusal = ProtocolError(ErrorCode.BAD_REQUEST, "permission denied")
                 writer.write(encode_message(error_reply(None, refusal)))
                 await writer.drain()
+                # Swallow what the peer already sent, so that closing does not reset the
+                # connection before it has read the refusal.
+                with contextlib.suppress(TimeoutError, ValueError, asyncio.LimitOverrunError):
+                    await asyncio.wait_for(reader.read(MAX_MESSAGE_BYTES), 0.2)
                 return
             await self._conversation(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -123,6 +127,7 @@ class ControlServer:
                 if handler is None:
                     raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd!r}")
                 result = await handler(args)
+                await self.sup.persisted()
                 reply = ok_reply(request_id, result)
             except ProtocolError as exc:
                 reply = error_reply(request_id, exc)

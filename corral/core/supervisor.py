@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -387,6 +386,12 @@ class Supervisor:
             except OSError as exc:
                 log.error("cannot write the state file: %s", exc)
 
+    async def persisted(self) -> None:
+        """Wait until every change so far is on disk (replies come after their writes)."""
+        task = self._persist_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+
     async def flush_state(self) -> None:
         if self._persist_task is not None:
             await self._persist_task
@@ -421,7 +426,3 @@ class Supervisor:
             for inst in app.instances.values()
             if inst.pid is not None
         ]
-
-
-def own_pid() -> int:
-    return os.getpid()
