@@ -48,9 +48,7 @@ def setup_logging(home: Home) -> logging.handlers.QueueListener:
     """Log records go through a queue to a thread: the event loop never waits on the disk."""
     file_handler = logging.FileHandler(home.daemon_log, encoding="utf-8")
     os.chmod(home.daemon_log, 0o600)
-    file_handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, file_handler)
     root = logging.getLogger()

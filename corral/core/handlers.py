@@ -142,8 +142,10 @@ class Handlers:
         # Check every app before touching any, so that a refused request changes nothing.
         for cfg in configs:
             existing = self.sup.by_name(cfg.name)
-            if existing is not None and not force and any(
-                inst.is_running() for inst in existing.instances.values()
+            if (
+                existing is not None
+                and not force
+                and any(inst.is_running() for inst in existing.instances.values())
             ):
                 raise ProtocolError(
                     ErrorCode.ALREADY_RUNNING,
@@ -251,7 +253,9 @@ class Handlers:
             for inst in app.sorted_instances():
                 try:
                     env = build_environment(
-                        app.config, instance=inst.number, cli_env=app.cli_env,
+                        app.config,
+                        instance=inst.number,
+                        cli_env=app.cli_env,
                         env_name=app.env_name,
                     )
                 except ValueError as exc:
@@ -316,7 +320,9 @@ class Handlers:
             app = self.sup.add_app(
                 cfg,
                 cli_env=cli_env if isinstance(cli_env, dict) else None,
-                env_name=record.get("env_name") if isinstance(record.get("env_name"), str) else None,
+                env_name=record.get("env_name")
+                if isinstance(record.get("env_name"), str)
+                else None,
             )
             restored.append(app)
             if record.get("desired", "running") == "running":
@@ -325,7 +331,9 @@ class Handlers:
 
     async def kill(self, args: dict[str, Any]) -> Any:
         running = sum(
-            1 for app in self.sup.apps.values() for inst in app.instances.values()
+            1
+            for app in self.sup.apps.values()
+            for inst in app.instances.values()
             if inst.state is not State.STOPPED
         )
         self._request_shutdown()

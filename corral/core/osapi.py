@@ -59,8 +59,9 @@ class Child:
 
     pid: int
     start_time: float
-    """The kernel's start time of the process (psutil create_time): with the pid, the
-    identity that survives a daemon restart and cannot be confused with a reused pid."""
+    """When the process started, in seconds since boot (`orphans.process_start_time`):
+    with the pid, the identity that survives a daemon restart and cannot be confused
+    with a reused pid."""
 
 
 class Timer(Protocol):

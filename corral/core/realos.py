@@ -8,6 +8,7 @@ polled. The fork/exec runs in a thread so that a slow fork never stalls the even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import grp
 import os
@@ -19,8 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psutil
-
+from corral.core.orphans import process_start_time
 from corral.core.osapi import Child, ExitStatus, LaunchSpec, OutputSink, Timer
 
 RLIMITS: dict[str, int] = {
@@ -116,10 +116,8 @@ class RealOs:
     def signal_process(self, child: Child, signum: int) -> None:
         if child.pid not in self._live:
             return  # already reaped: the pid may belong to someone else now
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def clear_group(
         self, child: Child, signum: int | None, timeout: float, done: Callable[[], None]
@@ -169,7 +167,7 @@ def _fork_exec(spec: LaunchSpec) -> _Spawned:
     try:
         uid, gid, groups = _identity(spec)
         preexec = _rlimit_setter(spec.rlimits) if spec.rlimits else None
-        popen = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+        popen = subprocess.Popen(
             spec.argv,
             stdin=subprocess.DEVNULL,
             stdout=out_w,
@@ -191,11 +189,8 @@ def _fork_exec(spec: LaunchSpec) -> _Spawned:
         raise
     os.close(out_w)
     os.close(err_w)
-    pidfd = os.pidfd_open(popen.pid)
-    try:
-        start_time = psutil.Process(popen.pid).create_time()
-    except psutil.Error:
-        start_time = 0.0
+    pidfd = os.pidfd_open(popen.pid)  # before anyone can reap it: the pid stays ours
+    start_time = process_start_time(popen.pid) or 0.0
     return _Spawned(popen, Child(popen.pid, start_time), pidfd, out_r, err_r)
 
 

@@ -97,7 +97,9 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _conversation(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _conversation(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         while True:
             try:
                 line = await reader.readline()
@@ -149,7 +151,7 @@ class ControlServer:
         names: set[str] | None = None
         if isinstance(logs, str) and logs:
             names = {app.name for app in resolve_many([logs], self.sup.apps.values())}
-        want_logs = bool(logs) or logs is None and "logs" in args
+        want_logs = bool(logs) or (logs is None and "logs" in args)
 
         def accept(event: Event) -> bool:
             kind = event.get("type")

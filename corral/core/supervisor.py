@@ -16,7 +16,7 @@ from typing import Any
 from corral.config.model import AppConfig
 from corral.core.app import App
 from corral.core.cron import CronSchedule
-from corral.core.events import Event, EventBus
+from corral.core.events import EventBus
 from corral.core.launch import build_launch_spec
 from corral.core.lifecycle import Instance, State, Transition
 from corral.core.logcapture import InstanceOutput, LogWriter
@@ -274,8 +274,15 @@ class Supervisor:
             }
         )
         level = logging.WARNING if change.new is State.ERRORED else logging.INFO
-        log.log(level, "%s[%d] %s -> %s (%s)", change.app, change.instance, change.old,
-                change.new, change.reason)
+        log.log(
+            level,
+            "%s[%d] %s -> %s (%s)",
+            change.app,
+            change.instance,
+            change.old,
+            change.new,
+            change.reason,
+        )
         self.persist()
 
     # ============================================================ helpers
@@ -287,7 +294,9 @@ class Supervisor:
                 cfg.watch,
                 cfg.ignore_watch,
                 cfg.watch_delay,
-                lambda paths: self._spawn_restart(app, f"watch: {paths[0] if paths else '?'} changed"),
+                lambda paths: self._spawn_restart(
+                    app, f"watch: {paths[0] if paths else '?'} changed"
+                ),
             )
             watcher.start()
             self._watchers[app.id] = watcher

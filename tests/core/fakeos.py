@@ -95,7 +95,9 @@ class FakeOs:
     def fail_spawn(self, message: str = "no such file") -> None:
         self.last.on_failed(message)
 
-    def exit(self, code: int | None = 0, signal: int | None = None, proc: FakeProcess | None = None) -> None:
+    def exit(
+        self, code: int | None = 0, signal: int | None = None, proc: FakeProcess | None = None
+    ) -> None:
         proc = proc or self.last
         proc.exited = True
         proc.on_exit(ExitStatus(code=None if signal is not None else code, signal=signal))

@@ -86,7 +86,7 @@ def test_crash_restarts_after_restart_delay_and_counts() -> None:
 
 def test_unstable_restarts_end_in_errored_after_max_restarts() -> None:
     fos = FakeOs()
-    inst, events = make(fos, max_restarts=3, min_uptime=1.0)
+    inst, _ = make(fos, max_restarts=3, min_uptime=1.0)
     inst.start()
     for _ in range(3):
         fos.complete_spawn()

@@ -34,8 +34,13 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a
 def as_nobody(path: str) -> dict[str, str]:
     out = subprocess.run(
         [system_python(), "-c", CONNECT_AS_OTHER, path],
-        user="nobody", group="nogroup", extra_groups=[], capture_output=True, text=True,
-        timeout=30, cwd="/",
+        user="nobody",
+        group="nogroup",
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
     )
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))

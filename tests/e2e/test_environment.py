@@ -59,7 +59,9 @@ def test_ssl_cert_file_from_config_reaches_a_python_child(daemon: Corral, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_node_extra_ca_certs_from_config_reaches_a_node_child(daemon: Corral, tmp_path: Path) -> None:
+def test_node_extra_ca_certs_from_config_reaches_a_node_child(
+    daemon: Corral, tmp_path: Path
+) -> None:
     pki = make_pki(tmp_path / "pki")
     assert "NODE_EXTRA_CA_CERTS" not in daemon_environ(daemon)
     with https_server(pki) as port:
@@ -67,8 +69,14 @@ def test_node_extra_ca_certs_from_config_reaches_a_node_child(daemon: Corral, tm
         from corral.config.model import AppConfig
 
         for name, env in (("node", {"NODE_EXTRA_CA_CERTS": str(pki.ca_cert)}), ("node-no-ca", {})):
-            cfg = AppConfig(name=name, script=str(script), interpreter="node",
-                            cwd=str(daemon.workdir), env=env, instances=2)
+            cfg = AppConfig(
+                name=name,
+                script=str(script),
+                interpreter="node",
+                cwd=str(daemon.workdir),
+                env=env,
+                instances=2,
+            )
             daemon.call("start", apps=[cfg.to_dict()], cli_env={"PATH": daemon.env["PATH"]})
         assert result_line(daemon, "node") == "RESULT ok private-ca-ok"
         assert result_line(daemon, "node-no-ca").startswith("RESULT fail")
@@ -85,7 +93,7 @@ def child_env(corral: Corral, name: str, instance: int = 0, after: int = 0) -> d
     out = corral.proc(name, instance)["out_log"]
 
     def find() -> dict[str, str] | None:
-        lines = [l for l in read_text(out).splitlines() if l.startswith("ENV ")]
+        lines = [ln for ln in read_text(out).splitlines() if ln.startswith("ENV ")]
         return json.loads(lines[-1][4:]) if len(lines) > after else None
 
     return dict(wait_for(find))
@@ -117,7 +125,9 @@ def test_merge_order_and_instance_variables(daemon: Corral) -> None:
 
 @pytest.mark.slow
 def test_update_env_replaces_and_removes_variables(daemon: Corral) -> None:
-    daemon.start_app("envy", DUMP_ENV, cli_env={"PATH": daemon.env["PATH"], "OLD": "1", "KEEP": "a"})
+    daemon.start_app(
+        "envy", DUMP_ENV, cli_env={"PATH": daemon.env["PATH"], "OLD": "1", "KEEP": "a"}
+    )
     assert child_env(daemon, "envy")["OLD"] == "1"
     new_env = {"PATH": daemon.env["PATH"], "KEEP": "b", "NEW": "2"}
     # A plain restart keeps the stored environment.

@@ -49,8 +49,11 @@ def test_sigkilled_daemon_apps_restored_once_and_orphans_stopped(daemon: Corral)
     assert not {r["pid"] for r in api} & set(old.values())
     assert daemon.proc("idle")["status"] == "stopped"  # stopped apps stay stopped
     # Exactly one process per instance runs the script.
-    scripts = [p for p in psutil.process_iter(["cmdline"])
-               if any(str(daemon.workdir / "api.py") == a for a in (p.info["cmdline"] or []))]
+    scripts = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(str(daemon.workdir / "api.py") == a for a in (p.info["cmdline"] or []))
+    ]
     assert len(scripts) == 2
 
 

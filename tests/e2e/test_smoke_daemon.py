@@ -12,7 +12,9 @@ from ..conftest import Corral, read_text, wait_for
 @pytest.mark.slow
 def test_start_list_stop_via_protocol(daemon: Corral) -> None:
     script = daemon.write("app.py", "import time\nprint('hello', flush=True)\ntime.sleep(300)\n")
-    cfg = AppConfig(name="api", script=str(script), interpreter=sys.executable, cwd=str(daemon.workdir))
+    cfg = AppConfig(
+        name="api", script=str(script), interpreter=sys.executable, cwd=str(daemon.workdir)
+    )
     records = daemon.call("start", apps=[cfg.to_dict()], cli_env={"PATH": "/usr/bin:/bin"})
     assert records[0]["status"] == "online"
     pid = records[0]["pid"]
