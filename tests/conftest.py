@@ -94,8 +94,14 @@ class Corral:
     started: list[int] = field(default_factory=list)
     _daemon_popen: subprocess.Popen[bytes] | None = None
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
-            cwd: Path | None = None, timeout: float = 60) -> CliResult:
+    def cli(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+        cwd: Path | None = None,
+        timeout: float = 60,
+    ) -> CliResult:
         proc = subprocess.run(
             [sys.executable, "-m", "corral", *args],
             env=env if env is not None else self.env,
@@ -168,8 +174,15 @@ class Corral:
         path.chmod(mode)
         return path
 
-    def start_app(self, name: str, code: str, *, cli_env: dict[str, str] | None = None,
-                  env_name: str | None = None, **config: Any) -> list[dict[str, Any]]:
+    def start_app(
+        self,
+        name: str,
+        code: str,
+        *,
+        cli_env: dict[str, str] | None = None,
+        env_name: str | None = None,
+        **config: Any,
+    ) -> list[dict[str, Any]]:
         """Write `code` as <name>.py and start it through the control protocol."""
         from corral.config.model import AppConfig
 
