@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 from collections.abc import Mapping
 
 from corral.config.model import AppConfig
@@ -26,6 +28,17 @@ def working_directory(config: AppConfig) -> str:
     return "/"
 
 
+def check_identity(config: AppConfig) -> None:
+    """Only a root daemon can run an app as another user or group: say so plainly."""
+    if os.geteuid() == 0 or (config.user is None and config.group is None):
+        return
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    if config.user not in (None, me) or (
+        config.group is not None and grp.getgrnam(config.group).gr_gid not in os.getgroups()
+    ):
+        raise ValueError("running an app as another user or group needs a daemon run by root")
+
+
 def build_launch_spec(
     config: AppConfig,
     *,
@@ -33,6 +46,7 @@ def build_launch_spec(
     cli_env: Mapping[str, str] | None,
     env_name: str | None,
 ) -> LaunchSpec:
+    check_identity(config)
     return LaunchSpec(
         argv=build_argv(config),
         env=build_environment(config, instance=instance, cli_env=cli_env, env_name=env_name),

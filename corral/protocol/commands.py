@@ -46,8 +46,9 @@ class Command(StrEnum):
     SAVE = "save"
     """{"force": bool} -> {"path": str, "apps": int}"""
     RESURRECT = "resurrect"
-    """{} -> [process record]"""
+    """{} -> {"restored": [process record], "warning": str | null}"""
     KILL = "kill"
     """{} -> {"stopped": int}; the daemon stops every app and exits after replying."""
     SUBSCRIBE = "subscribe"
-    """{} -> {"subscribed": true}, then {"event": {...}} lines (see core.events)."""
+    """{"events": bool, "logs": target | null} -> {"subscribed": true}, then
+    {"event": {...}} lines (see docs/PROTOCOL.md)."""
