@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 HOME_ENV = "CORRAL_HOME"
 
 
-@dataclass(frozen=True)
 class Home:
-    """The files of one daemon. Every path the daemon or CLI touches comes from here."""
+    """The files of one daemon. Every path the daemon or CLI touches comes from here.
 
-    root: Path
+    A plain class rather than a dataclass: `corral ls` imports it, and dataclasses cost
+    the CLI's start-up several milliseconds.
+    """
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"Home({str(self.root)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Home) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Home:

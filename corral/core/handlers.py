@@ -132,7 +132,25 @@ class Handlers:
     async def start(self, args: dict[str, Any]) -> Any:
         if "apps" not in args:
             apps = self.sup.resolve(_targets(args))
-            await asyncio.gather(*(self.sup.start(app) for app in apps))
+            if args.get("update_env") or args.get("env_name") is not None:
+                for app in apps:
+                    self.sup.replace_config(
+                        app,
+                        app.config,
+                        cli_env=_env(args) if args.get("update_env") else app.cli_env,
+                        env_name=_opt_str(args, "env_name") or app.env_name,
+                        update_env=True,
+                    )
+            if all(_fully_running(app) for app in apps):
+                if not args.get("force"):
+                    names = ", ".join(repr(app.name) for app in apps)
+                    raise ProtocolError(
+                        ErrorCode.ALREADY_RUNNING,
+                        f"{names} already running; use restart, or start -f",
+                    )
+                await asyncio.gather(*(self.sup.restart(app, "start -f") for app in apps))
+            else:
+                await asyncio.gather(*(self.sup.start(app) for app in apps))
             return self.records(apps)
         configs = _configs(args)
         cli_env = _env(args)
@@ -154,15 +172,14 @@ class Handlers:
                 )
         touched = []
         for cfg in configs:
-            app = self.sup.by_name(cfg.name)
-            if app is None:
-                app = self.sup.add_app(cfg, cli_env=cli_env, env_name=env_name)
-                touched.append((app, False))
+            found = self.sup.by_name(cfg.name)
+            if found is None:
+                touched.append((self.sup.add_app(cfg, cli_env=cli_env, env_name=env_name), False))
             else:
                 self.sup.replace_config(
-                    app, cfg, cli_env=cli_env, env_name=env_name, update_env=True
+                    found, cfg, cli_env=cli_env, env_name=env_name, update_env=True
                 )
-                touched.append((app, True))
+                touched.append((found, True))
         await asyncio.gather(
             *(
                 self.sup.restart(app, "start -f") if replace else self.sup.start(app)
@@ -338,6 +355,10 @@ class Handlers:
         )
         self._request_shutdown()
         return {"stopped": running}
+
+
+def _fully_running(app: App) -> bool:
+    return bool(app.instances) and all(inst.is_running() for inst in app.instances.values())
 
 
 async def _check_scripts(configs: list[AppConfig]) -> None:

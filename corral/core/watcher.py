@@ -126,6 +126,10 @@ class AppWatcher:
                 await asyncio.wait_for(asyncio.shield(self._done), timeout)
             except TimeoutError:
                 log.warning("file watcher for %s did not stop in %.1fs", self.paths, timeout)
+                return
+        if self._thread is not None and self._thread.is_alive():
+            # It has said it is done; this only waits for it to leave its last frame.
+            await asyncio.to_thread(self._thread.join, timeout)
 
     # --- the watching thread ---
 

@@ -1,0 +1,131 @@
+"""Reaching the daemon: connect to its socket, starting it on demand (SPEC 1.1)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from corral.protocol.client import ControlClient
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from corral.paths import Home
+
+START_TIMEOUT = 10.0
+"""How long a freshly spawned daemon gets to open its socket."""
+FIRST_SLEEP = 0.005
+MAX_SLEEP = 0.1
+CONNECT_TIMEOUT = 5.0
+"""Timeout of the connect() call itself (a daemon that accepts nothing)."""
+
+# Errors that mean "nobody is listening there" (as opposed to "not allowed" or "broken").
+_ABSENT = (FileNotFoundError, ConnectionRefusedError)
+
+
+class DaemonUnavailable(Exception):
+    """The daemon cannot be reached or started; the message is one line for the user."""
+
+
+class NoDaemon(DaemonUnavailable):
+    """No daemon is running and we were asked not to start one."""
+
+
+def _try_connect(home: Home) -> ControlClient:
+    client = ControlClient.connect(home.socket, timeout=CONNECT_TIMEOUT)
+    client.set_timeout(None)
+    return client
+
+
+def _unreachable(home: Home, why: str) -> DaemonUnavailable:
+    return DaemonUnavailable(
+        f"cannot reach the daemon at {home.socket}: {why} (see {home.daemon_log})"
+    )
+
+
+SUN_PATH_MAX = 107
+"""The longest unix socket path Linux accepts (108 bytes with the final NUL)."""
+
+
+def connect(home: Home, *, autostart: bool = True) -> ControlClient:
+    """A client connected to the daemon of `home`, started first if needed and allowed."""
+    if len(os.fsencode(home.socket)) > SUN_PATH_MAX:
+        raise DaemonUnavailable(
+            f"the socket path {home.socket} is longer than {SUN_PATH_MAX} bytes, the limit "
+            "of unix sockets: set CORRAL_HOME to a shorter path"
+        )
+    try:
+        return _try_connect(home)
+    except _ABSENT:
+        pass
+    except OSError as exc:
+        raise _unreachable(home, exc.strerror or str(exc)) from None
+    if not autostart:
+        raise NoDaemon(f"no daemon running (no socket at {home.socket})")
+    try:
+        home.ensure()
+    except OSError as exc:
+        raise DaemonUnavailable(f"cannot create {home.root}: {exc.strerror or exc}") from None
+    proc = spawn_daemon(home)
+    return wait_for_daemon(home, proc)
+
+
+def spawn_daemon(home: Home) -> subprocess.Popen[bytes]:
+    """Start `python -m corral.core.daemon` detached: own session, no terminal, cwd /."""
+    import subprocess
+
+    env = dict(os.environ)
+    env["CORRAL_HOME"] = str(home.root)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "corral.core.daemon"],
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise DaemonUnavailable(
+            f"cannot start the daemon ({sys.executable}): {exc.strerror or exc}"
+        ) from None
+
+
+def wait_for_daemon(
+    home: Home, proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT
+) -> ControlClient:
+    """Poll the socket until it accepts, with a backoff from 5 ms; fail fast on a crash.
+
+    A daemon that exits with status 0 found another daemon holding the lock: that one
+    is (about to be) listening, so we keep trying until the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    delay = FIRST_SLEEP
+    failed: BaseException | None = None
+    while True:
+        try:
+            return _try_connect(home)
+        except _ABSENT as exc:
+            failed = exc
+        except OSError as exc:
+            raise _unreachable(home, exc.strerror or str(exc)) from None
+        if proc is not None:
+            status = proc.poll()
+            if status is not None and status != 0:
+                raise DaemonUnavailable(
+                    f"the daemon failed to start (exit status {status}); "
+                    f"see {home.daemon_log} (socket {home.socket})"
+                )
+        now = time.monotonic()
+        if now >= deadline:
+            why = getattr(failed, "strerror", None) or "no answer"
+            raise DaemonUnavailable(
+                f"the daemon did not open {home.socket} within {timeout:g} s ({why}); "
+                f"see {home.daemon_log}"
+            )
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, MAX_SLEEP)

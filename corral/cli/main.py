@@ -1,0 +1,80 @@
+"""`corral`: the entry point. Parses the command line, runs the verb, maps errors to
+exit statuses: 0 success, 1 an error (reported by the daemon, a config mistake, a daemon
+that cannot be reached), 2 a usage error, 130 interrupted. Errors are one line on stderr,
+`corral: <message>`, never a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    _tolerant_output()
+    from corral.cli.parser import parse
+
+    try:
+        ns = parse(args)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+
+    from corral.cli.commands import CliError, Context, run
+    from corral.cli.connect import DaemonUnavailable
+    from corral.paths import Home
+    from corral.protocol.wire import ProtocolError
+
+    ctx = Context(Home.from_env(), stdout=sys.stdout, stderr=sys.stderr, environ=os.environ)
+    try:
+        status = run(ctx, ns)
+        sys.stdout.flush()
+        return status
+    except CliError as exc:
+        return _fail(exc.message, exc.status)
+    except DaemonUnavailable as exc:
+        return _fail(str(exc))
+    except ProtocolError as exc:
+        return _fail(exc.message)
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
+    except BrokenPipeError:
+        # `corral logs | head`: the reader is gone, and that is fine.
+        _silence_stdout()
+        return 0
+    except OSError as exc:
+        # The connection broke in the middle of a request (the daemon died or was killed).
+        home = ctx.home
+        why = exc.strerror or str(exc) or type(exc).__name__
+        return _fail(f"lost the connection to the daemon ({why}); see {home.daemon_log}")
+    finally:
+        ctx.close()
+
+
+def _fail(message: str, status: int = 1) -> int:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    sys.stderr.write(f"corral: {message}\n")
+    return status
+
+
+def _tolerant_output() -> None:
+    """Paths and environments may hold undecodable bytes: print them escaped, never crash."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
