@@ -79,8 +79,8 @@ PLAIN = Style(tty=False, color=False)
 
 def format_memory(value: int | float | None) -> str:
     """Bytes as PM2 shows them: 512b, 1.5kb, 12.3mb, 1.2gb."""
-    if value is None:
-        return "0b"
+    if value is None:  # not sampled yet, or not running
+        return "-"
     number = float(value)
     for unit in ("b", "kb", "mb", "gb"):
         if number < 1024 or unit == "gb":
@@ -107,7 +107,7 @@ def format_uptime(seconds: int | float | None) -> str:
 
 def format_cpu(value: int | float | None) -> str:
     if value is None:
-        return "0%"
+        return "-"
     return f"{value:.0f}%"
 
 

@@ -67,7 +67,7 @@ class FakeStream(io.StringIO):
 @pytest.mark.parametrize(
     ("value", "text"),
     [
-        (None, "0b"),
+        (None, "-"),
         (0, "0b"),
         (512, "512b"),
         (1023, "1023b"),
@@ -102,7 +102,7 @@ def test_format_uptime(seconds: float | None, text: str) -> None:
 
 
 def test_format_cpu() -> None:
-    assert render.format_cpu(None) == "0%"
+    assert render.format_cpu(None) == "-"
     assert render.format_cpu(0) == "0%"
     assert render.format_cpu(12.6) == "13%"
     assert render.format_cpu(250.0) == "250%"

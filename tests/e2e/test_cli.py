@@ -261,3 +261,51 @@ def test_start_of_a_running_app_by_name_is_refused_unless_forced(corral: Corral,
     assert restarted != pid
     corral.ok("start", "api", "-f")
     assert corral.proc("api")["pid"] != restarted
+
+
+USR1 = """
+import signal, time
+def note(*_):
+    print("got usr1", flush=True)
+signal.signal(signal.SIGUSR1, note)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.slow
+def test_send_signal_reset_flush_and_reload_logs(corral: Corral) -> None:
+    script = corral.write("usr1.py", USR1)
+    corral.ok("start", str(script), "--name", "sig")
+    out_log = Path(corral.proc("sig")["out_log"])
+    wait_for(lambda: "ready" in read_text(out_log))
+
+    corral.ok("send-signal", "SIGUSR1", "sig")
+    wait_for(lambda: "got usr1" in read_text(out_log))
+    assert corral.cli("send-signal", "SIGNOPE", "sig").code != 0
+
+    corral.ok("restart", "sig")
+    assert corral.proc("sig")["restarts"] == 1
+    corral.ok("reset", "sig")
+    assert corral.proc("sig")["restarts"] == 0
+    wait_for(lambda: read_text(out_log).count("ready") == 2)  # the restarted process is up
+
+    corral.ok("flush", "sig")
+    assert read_text(out_log) == ""
+    corral.ok("send-signal", "USR1", "sig")
+    wait_for(lambda: "got usr1" in read_text(out_log))  # new lines still arrive
+
+    out_log.unlink()  # an outside tool removed the file
+    corral.ok("reload-logs")
+    corral.ok("send-signal", "USR1", "sig")
+    wait_for(lambda: "got usr1" in read_text(out_log))
+
+
+@pytest.mark.slow
+def test_describe_and_env_show_the_app(corral: Corral, app: Path) -> None:
+    corral.ok("start", str(app), "--name", "api", "--max-memory-restart", "300M")
+    described = corral.ok("describe", "api").out
+    assert "api" in described and str(app) in described and "300" in described
+    env = corral.ok("env", "api").out.splitlines()
+    assert "CORRAL_INSTANCE=0" in env and "CORRAL_APP=api" in env
