@@ -124,7 +124,7 @@ class Supervisor:
         await self.stop(app)
         await self._stop_helpers(app)
         for number in list(app.instances):
-            self._drop_output(app, number)
+            self._forget_instance(app, number)
         del self.apps[app.id]
         self.events.forget(app.name)
         self.events.publish({"type": "deleted", "name": app.name, "id": app.id})
@@ -178,7 +178,7 @@ class Supervisor:
             await self.wait(doomed, SETTLED)
             for inst in doomed:
                 del app.instances[inst.number]
-                self._drop_output(app, inst.number)
+                self._forget_instance(app, inst.number)
         self.persist()
 
     def reset(self, app: App) -> None:
@@ -224,7 +224,6 @@ class Supervisor:
         return launch
 
     def _output_for(self, app: App, number: int) -> InstanceOutput:
-        self._drop_output(app, number)
         out_path, err_path = app.log_paths(self.logs_dir, number)
         name = app.name
 
@@ -251,11 +250,14 @@ class Supervisor:
         self._outputs[(app.id, number)] = output
         return output
 
-    def _drop_output(self, app: App, number: int) -> None:
-        output = self._outputs.pop((app.id, number), None)
-        if output is not None:
-            # The pipes close by themselves at EOF; closing early would lose the last lines.
-            pass
+    def _forget_instance(self, app: App, number: int) -> None:
+        """An instance is gone for good (scale down, delete): let go of its log files.
+
+        Its pipes close by themselves at EOF; closing them early would lose the last lines.
+        """
+        self._outputs.pop((app.id, number), None)
+        for path in app.log_paths(self.logs_dir, number):
+            self.log_writer.release(path)
 
     def _on_transition(self, change: Transition) -> None:
         self._changed.set()
