@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from corral.cli import render
 from corral.cli.connect import NoDaemon, connect
-from corral.cli.parser import app_mapping, filtered_env, given_app_flags
 from corral.protocol.wire import ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
@@ -180,6 +179,8 @@ def _expand_config_targets(ctx: Context, targets: list[str]) -> list[str]:
 
 
 def _cli_env(ctx: Context, ns: argparse.Namespace) -> dict[str, str] | None:
+    from corral.cli.parser import filtered_env
+
     return filtered_env(dict(ctx.environ), ns.filter_env)
 
 
@@ -229,6 +230,8 @@ def _default_config(cwd: str) -> str:
 def start_request(
     apps: list[AppConfig], ns: argparse.Namespace, environ: Mapping[str, str]
 ) -> dict[str, Any]:
+    from corral.cli.parser import filtered_env
+
     return {
         "apps": [app.to_dict() for app in apps],
         "cli_env": filtered_env(dict(environ), ns.filter_env),
@@ -239,6 +242,8 @@ def start_request(
 
 def cmd_start(ctx: Context, ns: argparse.Namespace) -> int:
     import shutil
+
+    from corral.cli.parser import given_app_flags
 
     target: str = ns.script if ns.script is not None else _default_config(ctx.cwd)
     flags = given_app_flags(ns)
@@ -302,6 +307,7 @@ def _target_start_request(ctx: Context, ns: argparse.Namespace, target: str) -> 
 def _app_from_flags(ctx: Context, ns: argparse.Namespace, script: str) -> AppConfig:
     from pathlib import Path
 
+    from corral.cli.parser import app_mapping
     from corral.config.errors import ConfigError
     from corral.config.schema import app_from_mapping
 

@@ -309,3 +309,24 @@ def test_describe_and_env_show_the_app(corral: Corral, app: Path) -> None:
     assert "api" in described and str(app) in described and "300" in described
     env = corral.ok("env", "api").out.splitlines()
     assert "CORRAL_INSTANCE=0" in env and "CORRAL_APP=api" in env
+
+
+@pytest.mark.slow
+def test_ls_stays_lean_no_argparse_no_heavy_libraries(corral: Corral, app: Path) -> None:
+    """`corral ls` must answer in well under 100 ms (SPEC 1.3): a test cannot assert wall
+    time, but it can hold the import set that decides it (bench/ reports the time)."""
+    import subprocess
+    import sys
+
+    corral.ok("start", str(app), "--name", "api")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "corral", "ls"],
+        env=corral.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "api" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    for heavy in ("argparse", "yaml", "psutil", "croniter", "watchfiles", "corral.config.schema"):
+        assert heavy not in imported, f"corral ls imports {heavy}"
