@@ -19,7 +19,8 @@ from corral.core.cron import CronSchedule
 from corral.core.events import EventBus
 from corral.core.launch import build_launch_spec
 from corral.core.lifecycle import Instance, State, Transition
-from corral.core.logcapture import InstanceOutput, LogWriter
+from corral.core.logcapture import InstanceOutput
+from corral.core.logwriter import LogWriter
 from corral.core.osapi import LaunchSpec, OsApi, OutputSink
 from corral.core.sampler import TreeSample, TreeSampler
 from corral.core.state_store import StateStore

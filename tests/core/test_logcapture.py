@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.core.logcapture import MAX_PARTIAL_LINE, InstanceOutput, LogWriter
+from corral.core.logcapture import MAX_PARTIAL_LINE, InstanceOutput
+from corral.core.logwriter import LogWriter
 
 # Writes a bit of everything to both streams: invalid UTF-8, a line without its newline,
 # a \r that is not a line end, and enough bytes to take many reads.
