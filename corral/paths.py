@@ -63,6 +63,11 @@ class Home:
         return self.root / "dump.json"
 
     @property
+    def settings(self) -> Path:
+        """Daemon-wide settings (`corral set`)."""
+        return self.root / "settings.json"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

@@ -811,6 +811,24 @@ def cmd_init(ctx: Context, ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set(ctx: Context, ns: argparse.Namespace) -> int:
+    result = ctx.call("set", key=ns.key, value=ns.value)
+    ctx.print(f"{result['key']} = {_setting_text(result['value'])}")
+    return 0
+
+
+def cmd_get(ctx: Context, ns: argparse.Namespace) -> int:
+    for key, value in ctx.call("get", key=ns.key).items():
+        ctx.print(f"{key} = {_setting_text(value)}")
+    return 0
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "start": cmd_start,
     "stop": cmd_stop,
@@ -835,6 +853,8 @@ VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "ping": cmd_ping,
     "send-signal": cmd_send_signal,
     "init": cmd_init,
+    "set": cmd_set,
+    "get": cmd_get,
 }
 
 

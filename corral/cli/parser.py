@@ -250,6 +250,15 @@ def _init(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing file")
 
 
+def _set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("key", metavar="KEY", help="e.g. logs.max_size, logs.retain, logs.compress")
+    p.add_argument("value", metavar="VALUE")
+
+
+def _get(p: argparse.ArgumentParser) -> None:
+    p.add_argument("key", nargs="?", metavar="KEY", help="one setting (default: all)")
+
+
 def _nothing(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -279,6 +288,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "ping": ("check that the daemon answers (starting it if needed)", _nothing),
     "send-signal": ("send a signal to the main process of apps", _send_signal),
     "init": ("write an example corral.yaml here", _init),
+    "set": ("change a daemon-wide setting (kept across restarts)", _set),
+    "get": ("show daemon-wide settings", _get),
 }
 CANONICAL: dict[str, str] = {
     alias: verb for verb in VERBS for alias in [verb, *VERB_ALIASES.get(verb, [])]

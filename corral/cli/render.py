@@ -297,6 +297,7 @@ def describe_app(app: Mapping[str, Any], style: Style) -> str:
         ("pid", _unique(r.get("pid") for r in records)),
         ("out log", _unique(r.get("out_log") for r in records)),
         ("err log", _unique(r.get("err_log") for r in records)),
+        ("log dropped", f"{sum(int(r.get('log_dropped') or 0) for r in records)} bytes"),
         ("autorestart", _yes_no(config.get("autorestart", first.get("autorestart")))),
         ("watch", ", ".join(watch) if watch else "off"),
         ("max memory", _max_memory(config.get("max_memory_restart"))),

@@ -65,6 +65,13 @@ class AppConfig:
     out_file: str | None = None
     error_file: str | None = None
     log_type: LogType = "raw"
+    """raw: bytes as written; json: one object per line (time, app, instance, stream, message)."""
+    log_max_size: int | None = None
+    """Rotate a log file past this size (0: never). None: the daemon's `logs.max_size`."""
+    log_retain: int | None = None
+    """Rotated files kept per log. None: the daemon's `logs.retain`."""
+    log_compress: bool | None = None
+    """gzip rotated files. None: the daemon's `logs.compress`."""
 
     # Users and limits (SPEC 1.11).
     user: str | None = None

@@ -33,6 +33,9 @@ ALIASES: dict[str, str] = {
     "exec_interpreter": "interpreter",
     "err_file": "error_file",
     "err_log": "error_file",
+    "max_size": "log_max_size",
+    "retain": "log_retain",
+    "compress": "log_compress",
     "out_log": "out_file",
     "output": "out_file",
     "combine_logs": "merge_logs",
@@ -64,6 +67,8 @@ IGNORED_KEYS: frozenset[str] = frozenset(
 VIRTUAL_KEYS: frozenset[str] = frozenset({"time"})
 
 DEFAULT_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+DISCARD = "/dev/null"
+"""out_file / error_file value that throws a stream away."""
 RLIMIT_SIZES: frozenset[str] = frozenset({"as", "core", "fsize", "stack", "memlock"})
 RLIMIT_COUNTS: frozenset[str] = frozenset({"nofile", "nproc", "cpu"})
 
@@ -270,6 +275,13 @@ def _abs_path(value: Any, ctx: _Ctx) -> str:
     return os.path.normpath(os.path.join(ctx.cwd or ctx.base_dir, path))
 
 
+def _log_path(value: Any, ctx: _Ctx) -> str:
+    """A log file; `/dev/null` or PM2's `NULL` discards the stream."""
+    if value == "NULL" or value == "/dev/null":
+        return DISCARD
+    return _abs_path(value, ctx)
+
+
 def _watch(value: Any, ctx: _Ctx) -> list[str]:
     """true watches the cwd; a path or a list of paths; false or empty is off."""
     if value is None or value is False or value == "" or value == []:
@@ -382,9 +394,12 @@ TABLE: dict[str, Converter] = {
     "listen": _strings,
     "merge_logs": _bool,
     "log_date_format": _optional(_log_date_format),
-    "out_file": _optional(_abs_path),
-    "error_file": _optional(_abs_path),
+    "out_file": _optional(_log_path),
+    "error_file": _optional(_log_path),
     "log_type": _choice("raw", "json"),
+    "log_max_size": _optional(_size),
+    "log_retain": _optional(_int_range(0, 10_000)),
+    "log_compress": _optional(_bool),
     "user": _optional(_account),
     "group": _optional(_account),
     "rlimits": _rlimits,

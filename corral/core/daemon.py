@@ -26,11 +26,14 @@ from corral.core.handlers import Handlers
 from corral.core.orphans import stop_orphans
 from corral.core.realos import RealOs
 from corral.core.server import ControlServer
+from corral.core.settings import Settings
 from corral.core.state_store import StateStore
 from corral.core.supervisor import Supervisor
 from corral.paths import Home
 
 log = logging.getLogger("corral.daemon")
+DAEMON_LOG_MAX = 10 * 1024 * 1024
+DAEMON_LOG_KEEP = 5
 
 
 def acquire_lock(home: Home) -> int | None:
@@ -46,7 +49,10 @@ def acquire_lock(home: Home) -> int | None:
 
 def setup_logging(home: Home) -> logging.handlers.QueueListener:
     """Log records go through a queue to a thread: the event loop never waits on the disk."""
-    file_handler = logging.FileHandler(home.daemon_log, encoding="utf-8")
+    # The daemon runs for months: its own log rotates too (corral.log.1 ... .5).
+    file_handler = logging.handlers.RotatingFileHandler(
+        home.daemon_log, maxBytes=DAEMON_LOG_MAX, backupCount=DAEMON_LOG_KEEP, encoding="utf-8"
+    )
     os.chmod(home.daemon_log, 0o600)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
@@ -112,7 +118,10 @@ async def stop_leftovers(state: dict[str, Any]) -> None:
 async def run(home: Home) -> int:
     loop = asyncio.get_running_loop()
     store = StateStore(home.state)
-    sup = Supervisor(RealOs(loop), home.logs, store, loop=loop)
+    settings = Settings(home.settings)
+    for problem in await asyncio.to_thread(settings.load):
+        log.error("settings: %s", problem)
+    sup = Supervisor(RealOs(loop), home.logs, store, loop=loop, settings=settings)
     state = await asyncio.to_thread(store.load)
     if store.last_error:
         log.error("state file: %s", store.last_error)
@@ -147,6 +156,9 @@ def main() -> int:
     if lock_fd is None:
         return 0  # another daemon owns this home
     os.umask(0o022)
+    # A log file over RLIMIT_FSIZE must fail the write (EFBIG, counted as dropped), not kill
+    # the daemon. Children get the default back (subprocess restores SIGXFSZ).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     listener = setup_logging(home)
     home.pid_file.write_text(f"{os.getpid()}\n")
     try:

@@ -18,6 +18,7 @@ from corral.core.app import App
 from corral.core.environment import build_environment
 from corral.core.lifecycle import State
 from corral.core.records import process_record
+from corral.core.settings import KNOWN, check_key
 from corral.core.state_store import DumpError, DumpRefused, DumpStore
 from corral.core.supervisor import Supervisor
 from corral.paths import Home
@@ -109,6 +110,8 @@ class Handlers:
             Command.LOG_FILES: self.log_files,
             Command.SAVE: self.save,
             Command.RESURRECT: self.resurrect,
+            Command.SET: self.set,
+            Command.GET: self.get,
             Command.KILL: self.kill,
         }
 
@@ -116,7 +119,13 @@ class Handlers:
 
     def records(self, apps: list[App]) -> list[dict[str, Any]]:
         return [
-            process_record(app, inst, self.sup.sample_of(app, inst), self.sup.logs_dir)
+            process_record(
+                app,
+                inst,
+                self.sup.sample_of(app, inst),
+                self.sup.logs_dir,
+                self.sup.log_dropped(app, inst.number),
+            )
             for app in apps
             for inst in app.sorted_instances()
         ]
@@ -345,6 +354,36 @@ class Handlers:
             if record.get("desired", "running") == "running":
                 await self.sup.start(app)
         return {"restored": self.records(restored), "warning": dump.warning}
+
+    async def set(self, args: dict[str, Any]) -> Any:
+        key = args.get("key")
+        if not isinstance(key, str):
+            raise _bad("'key' must be a string")
+        settings = self.sup.settings
+        try:
+            value = settings.parse(key, args.get("value"))
+        except ValueError as exc:
+            raise _bad(f"{key}: {exc}" if key in KNOWN else str(exc)) from None
+        previous = settings.values[key]
+        settings.values[key] = value
+        try:
+            await asyncio.to_thread(settings.save)
+        except OSError as exc:
+            settings.values[key] = previous
+            raise ProtocolError(ErrorCode.INTERNAL, f"cannot save settings: {exc}") from None
+        if key.startswith("logs."):
+            self.sup.apply_log_settings()
+        return {"key": key, "value": value}
+
+    async def get(self, args: dict[str, Any]) -> Any:
+        key = args.get("key")
+        values = self.sup.settings.values
+        if key is None:
+            return dict(sorted(values.items()))
+        try:
+            return {key: values[check_key(str(key))]}
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
 
     async def kill(self, args: dict[str, Any]) -> Any:
         running = sum(

@@ -25,7 +25,7 @@ def _daemon_user() -> str:
 
 
 def process_record(
-    app: App, inst: Instance, sample: TreeSample | None, logs_dir: Path
+    app: App, inst: Instance, sample: TreeSample | None, logs_dir: Path, log_dropped: int = 0
 ) -> dict[str, Any]:
     cfg = app.config
     out_log, err_log = app.log_paths(logs_dir, inst.number)
@@ -58,6 +58,7 @@ def process_record(
         "watch": bool(cfg.watch),
         "out_log": str(out_log),
         "err_log": str(err_log),
+        "log_dropped": log_dropped,
     }
 
 

@@ -8,6 +8,7 @@ it runs on the event loop; anything that blocks (disk, psutil) goes to a thread.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,10 +20,12 @@ from corral.core.cron import CronSchedule
 from corral.core.events import EventBus
 from corral.core.launch import build_launch_spec
 from corral.core.lifecycle import Instance, State, Transition
-from corral.core.logcapture import InstanceOutput
+from corral.core.logcapture import InstanceOutput, LineFormat
+from corral.core.logrotate import RotationPolicy
 from corral.core.logwriter import LogWriter
 from corral.core.osapi import LaunchSpec, OsApi, OutputSink
 from corral.core.sampler import TreeSample, TreeSampler
+from corral.core.settings import Settings
 from corral.core.state_store import StateStore
 from corral.core.targets import resolve_many
 from corral.core.watcher import AppWatcher
@@ -44,8 +47,10 @@ class Supervisor:
         store: StateStore | None,
         *,
         loop: asyncio.AbstractEventLoop,
+        settings: Settings | None = None,
     ) -> None:
         self.os = os_api
+        self.settings = settings or Settings(logs_dir.parent / "settings.json")  # tests
         self.logs_dir = logs_dir
         self.store = store
         self.loop = loop
@@ -225,31 +230,71 @@ class Supervisor:
         return launch
 
     def _output_for(self, app: App, number: int) -> InstanceOutput:
+        cfg = app.config
         out_path, err_path = app.log_paths(self.logs_dir, number)
-        name = app.name
+        policy = self.rotation_policy(cfg)
+        for path in (out_path, err_path):
+            self.log_writer.set_policy(path, policy)
+        output = InstanceOutput(
+            self.loop,
+            self.log_writer,
+            out_path,
+            err_path,
+            line_format=LineFormat(
+                timestamp_format=cfg.log_date_format,
+                json_app=cfg.name if cfg.log_type == "json" else None,
+                json_instance=number,
+            ),
+            on_line=self._log_publisher(app.name, number),
+        )
+        self._outputs[(app.id, number)] = output
+        return output
+
+    def _log_publisher(self, name: str, number: int) -> Callable[[str, bytes], None]:
+        """Live lines for `logs --follow`: decoded incrementally, so that a character cut
+        between two reads is not mangled."""
+        decoders = {
+            stream: codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for stream in ("out", "err")
+        }
 
         def on_line(stream: str, data: bytes) -> None:
-            if self._log_subscribers:
+            if not self._log_subscribers:
+                return  # nobody follows: decoding a flood would cost the log path dearly
+            text = decoders[stream].decode(data)
+            if text:
                 self.events.publish(
                     {
                         "type": "log",
                         "name": name,
                         "instance": number,
                         "stream": stream,
-                        "data": data.decode("utf-8", errors="replace"),
+                        "data": text,
                     }
                 )
 
-        output = InstanceOutput(
-            self.loop,
-            self.log_writer,
-            out_path,
-            err_path,
-            timestamp_format=app.config.log_date_format,
-            on_line=on_line,
+        return on_line
+
+    def rotation_policy(self, cfg: AppConfig) -> RotationPolicy:
+        """The app's own log settings where it has them, the daemon's otherwise."""
+        settings = self.settings
+        return RotationPolicy(
+            max_size=settings["logs.max_size"] if cfg.log_max_size is None else cfg.log_max_size,
+            retain=settings["logs.retain"] if cfg.log_retain is None else cfg.log_retain,
+            compress=settings["logs.compress"] if cfg.log_compress is None else cfg.log_compress,
         )
-        self._outputs[(app.id, number)] = output
-        return output
+
+    def apply_log_settings(self) -> None:
+        """After `corral set logs.*`: every log file follows the new defaults."""
+        for app in self.apps.values():
+            policy = self.rotation_policy(app.config)
+            for number in app.instances:
+                for path in app.log_paths(self.logs_dir, number):
+                    self.log_writer.set_policy(path, policy)
+
+    def log_dropped(self, app: App, number: int) -> int:
+        output = self._outputs.get((app.id, number))
+        return output.dropped_bytes if output is not None else 0
 
     def _forget_instance(self, app: App, number: int) -> None:
         """An instance is gone for good (scale down, delete): let go of its log files.

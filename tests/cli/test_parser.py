@@ -293,6 +293,7 @@ def test_every_verb_parses_alone_or_with_a_target() -> None:
         "reset": ["a"],
         "describe": ["a"],
         "env": ["a"],
+        "set": ["logs.retain", "3"],
     }
     for verb in VERBS:
         assert parse([verb, *needs.get(verb, [])]).verb == verb
@@ -304,8 +305,10 @@ def test_full_parser_knows_every_verb() -> None:
         argv = [alias] + (["a", "1"] if verb in ("scale", "send-signal") else ["a"])
         if verb in ("ls", "jlist", "prettylist", "reload-logs", "resurrect", "kill", "ping"):
             argv = [alias]
-        if verb in ("save", "init", "startup", "unstartup", "flush", "logs"):
+        if verb in ("save", "init", "startup", "unstartup", "flush", "logs", "get"):
             argv = [alias]
+        if verb == "set":
+            argv = [alias, "logs.retain", "3"]
         assert full.parse_args(argv).verb == verb
 
 

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import pytest
 
 from corral.core.logcapture import MAX_PARTIAL_LINE, InstanceOutput
 from corral.core.logwriter import LogWriter
+
+from .test_logwriter import GatedWriter
 
 # Writes a bit of everything to both streams: invalid UTF-8, a line without its newline,
 # a \r that is not a line end, and enough bytes to take many reads.
@@ -221,50 +222,6 @@ def test_close_stops_reading_and_closes_the_pipes(tmp_path: Path, writer: LogWri
     run(main)
 
 
-class GatedWriter(LogWriter):
-    """A LogWriter on a disk that hangs: every write waits until the test opens the gate."""
-
-    def __init__(self, max_buffer: int) -> None:
-        self.gate = threading.Event()
-        self.writing = threading.Event()
-        super().__init__(max_buffer)
-
-    def _write_fd(self, fd: int, data: memoryview) -> int:
-        self.writing.set()
-        self.gate.wait(30)
-        return super()._write_fd(fd, data)
-
-
-def test_stuck_disk_drops_beyond_the_buffer_and_never_blocks(tmp_path: Path) -> None:
-    path = tmp_path / "out.log"
-    writer = GatedWriter(max_buffer=100_000)
-    chunk = b"y" * 10_000
-    try:
-
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            ran: list[bool] = []
-            loop.call_soon(ran.append, True)
-            accepted = [writer.submit(path, chunk) for _ in range(50)]
-            await asyncio.sleep(0)
-            assert ran == [True]  # the loop kept turning
-            assert accepted.count(True) == 10
-            assert writer.dropped_bytes(path) == 40 * len(chunk)
-            await asyncio.to_thread(writer.writing.wait, 10)  # the thread is stuck in write
-            assert not writer.submit(path, chunk)
-            writer.gate.set()
-            await drained(writer)
-            assert writer.submit(path, chunk)  # room again once the disk caught up
-            await drained(writer)
-
-        run(main)
-    finally:
-        writer.gate.set()
-        writer.close()
-    assert path.read_bytes() == chunk * 11
-    assert writer.dropped_bytes(path) == 41 * len(chunk)
-
-
 def test_child_is_never_blocked_by_a_stuck_disk(
     tmp_path: Path, children: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -294,136 +251,3 @@ def test_child_is_never_blocked_by_a_stuck_disk(
     finally:
         writer.gate.set()
         writer.close()
-
-
-def test_reopen_all_recreates_a_deleted_file_and_follows_a_rename(
-    tmp_path: Path, writer: LogWriter
-) -> None:
-    deleted, rotated = tmp_path / "deleted.log", tmp_path / "rotated.log"
-
-    async def main() -> None:
-        writer.submit(deleted, b"before\n")
-        writer.submit(rotated, b"before\n")
-        await drained(writer)
-        deleted.unlink()
-        rotated.rename(tmp_path / "rotated.log.1")
-        writer.submit(rotated, b"queued before the reopen\n")
-        await asyncio.wrap_future(writer.reopen_all())
-        writer.submit(deleted, b"after\n")
-        writer.submit(rotated, b"after\n")
-        await drained(writer)
-
-    run(main)
-    assert deleted.read_bytes() == b"after\n"
-    assert rotated.read_bytes() == b"after\n"
-    assert (tmp_path / "rotated.log.1").read_bytes() == b"before\nqueued before the reopen\n"
-
-
-def test_truncate_empties_the_file(tmp_path: Path, writer: LogWriter) -> None:
-    path = tmp_path / "out.log"
-
-    async def main() -> None:
-        writer.submit(path, b"old line\n" * 100)
-        await drained(writer)
-        assert path.stat().st_size == 900
-        await asyncio.wrap_future(writer.truncate(path))
-        assert path.stat().st_size == 0
-        writer.submit(path, b"new\n")
-        await drained(writer)
-
-    run(main)
-    assert path.read_bytes() == b"new\n"
-
-
-def test_truncate_discards_queued_data(tmp_path: Path) -> None:
-    path = tmp_path / "out.log"
-    writer = GatedWriter(max_buffer=1000)
-    try:
-
-        async def main() -> None:
-            writer.submit(path, b"a" * 100)
-            await asyncio.to_thread(writer.writing.wait, 10)
-            writer.submit(path, b"b" * 900)  # waiting behind the stuck write
-            assert not writer.submit(path, b"c")
-            flushed = writer.truncate(path)
-            assert writer.submit(path, b"d" * 900)  # the discarded bytes freed the buffer
-            writer.gate.set()
-            await asyncio.wrap_future(flushed)
-            await drained(writer)
-
-        run(main)
-    finally:
-        writer.gate.set()
-        writer.close()
-    assert path.read_bytes() == b"d" * 900
-    assert writer.dropped_bytes(path) == 1  # the "c"; flushed bytes are not losses
-
-
-def test_failed_writes_are_counted_and_the_thread_survives(
-    tmp_path: Path, writer: LogWriter
-) -> None:
-    if not os.path.exists("/dev/full"):
-        pytest.skip("needs /dev/full")
-    full, fine = Path("/dev/full"), tmp_path / "fine.log"
-
-    async def main() -> None:
-        assert writer.submit(full, b"x" * 1234)  # accepted, then lost: ENOSPC
-        await drained(writer)
-        writer.submit(fine, b"ok\n")
-        await drained(writer)
-
-    run(main)
-    assert writer.dropped_bytes(full) == 1234
-    assert fine.read_bytes() == b"ok\n"
-
-
-def test_unwritable_folder_counts_drops(tmp_path: Path, writer: LogWriter) -> None:
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("")
-    path = blocker / "out.log"  # its parent is a file: cannot be created
-
-    async def main() -> None:
-        writer.submit(path, b"lost\n")
-        await drained(writer)
-        with pytest.raises(OSError):
-            await asyncio.wrap_future(writer.truncate(path))
-
-    run(main)
-    assert writer.dropped_bytes(path) == 5
-
-
-def test_parent_folder_is_created(tmp_path: Path, writer: LogWriter) -> None:
-    path = tmp_path / "a" / "b" / "out.log"
-
-    async def main() -> None:
-        writer.submit(path, b"x")
-        await drained(writer)
-
-    run(main)
-    assert path.read_bytes() == b"x"
-
-
-def test_close_drains_then_refuses(tmp_path: Path) -> None:
-    path = tmp_path / "out.log"
-    writer = LogWriter()
-    for i in range(100):
-        writer.submit(path, f"line {i}\n".encode())
-    assert writer.close(timeout=10)
-    assert path.read_bytes() == b"".join(f"line {i}\n".encode() for i in range(100))
-    assert not writer.submit(path, b"late")
-    assert writer.dropped_bytes(path) == 4
-    assert writer.drained().result(timeout=1) is None  # does not hang after close
-
-
-def test_release_forgets_the_file(tmp_path: Path, writer: LogWriter) -> None:
-    path = tmp_path / "out.log"
-
-    async def main() -> None:
-        writer.submit(path, b"x")
-        await asyncio.wrap_future(writer.release(path))
-        assert path not in writer._dests
-        writer.submit(path, b"y")  # writing again simply reopens it
-        await drained(writer)
-
-    run(main)
-    assert path.read_bytes() == b"xy"
