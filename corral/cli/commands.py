@@ -501,8 +501,15 @@ def _log_line(
     if ns.json:
         import json
 
-        event = {"type": "log", "name": name, "instance": instance, "stream": stream}
-        return json.dumps(event | {"data": line})
+        # The same keys as a `log_type: json` file line (which already is one: pass it on).
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and "message" in record:
+                return line
+        return json.dumps({"app": name, "instance": instance, "stream": stream, "message": line})
     if ns.raw:
         return line
     return render.log_prefix(name, instance, stream, style) + line

@@ -337,3 +337,18 @@ def test_a_full_disk_drops_and_counts_never_blocks_and_recovers(
     log_file.write_bytes(b"")
     daemon.ok("send-signal", "USR1", "chatty")
     wait_for(lambda: "BACK-AGAIN" in read_text(log_file), timeout=30)
+
+
+@pytest.mark.slow
+def test_logs_lines_err_out_json_and_raw(daemon: Corral) -> None:
+    record = daemon.start_app("stamped", STAMPED)[0]
+    wait_for(lambda: "now" in read_text(record["out_log"]))
+    out_only = daemon.ok("logs", "stamped", "--out", "--lines", "1").out.strip().splitlines()
+    assert out_only == ["stamped|0| no newline yet ... now"]
+    err_raw = daemon.ok("logs", "stamped", "--err", "--raw").out.strip().splitlines()
+    assert err_raw == ["oops"]
+    as_json = [
+        json.loads(line)
+        for line in daemon.ok("logs", "stamped", "--json", "--lines", "1").out.splitlines()
+    ]
+    assert {"app": "stamped", "instance": 0, "stream": "err", "message": "oops"} in as_json
