@@ -39,7 +39,9 @@ COMPRESS_LEVEL = 6
 """gzip's own default: the module's 9 costs much more CPU for a few percent."""
 _COPY_SIZE = 1024 * 1024
 _STAMP_FORMAT = "%Y%m%d-%H%M%S-%f"
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+# O_NOFOLLOW: a symlink planted at a log path (say in a shared folder) must not make a
+# daemon, which may run as root, append to the file it points at.
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
 
 WriteFd = Callable[[int, memoryview], int]
 _Key = tuple[str, int]
