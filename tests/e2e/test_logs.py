@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -284,27 +285,68 @@ def test_a_1_gib_flood_reaches_the_file_whole_and_in_order_with_bounded_daemon_m
     assert rss.peak < 120 * 1024 * 1024, f"daemon peaked at {rss.peak / 2**20:.0f} MiB"
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs, or skip where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
+class FullDisk:
+    """A place whose log writes can be made to fail for lack of space, then recover."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def fill(self, corral: Corral) -> None:
+        raise NotImplementedError
+
+    def free(self, corral: Corral) -> None:
+        raise NotImplementedError
+
+
+class TmpfsDisk(FullDisk):
+    """A real 4 MiB tmpfs, filled up with a file (ENOSPC)."""
+
+    def fill(self, corral: Corral) -> None:
+        (self.folder / "filler").write_bytes(b"\0" * (4 * 1024 * 1024 - 64 * 1024))
+
+    def free(self, corral: Corral) -> None:
+        (self.folder / "filler").unlink()
+
+
+class FileSizeLimit(FullDisk):
+    """RLIMIT_FSIZE on the daemon (EFBIG), for machines where mounting is not allowed."""
+
+    def fill(self, corral: Corral) -> None:
+        pid = corral.daemon_pid()
+        assert pid is not None
+        limit = 256 * 1024  # above the state file, below what the app writes
+        _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard))  # soft only: undoable
+
+    def free(self, corral: Corral) -> None:
+        pid = corral.daemon_pid()
+        assert pid is not None
+        _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+
+
+@pytest.fixture(params=["tmpfs", "rlimit-fsize"])
+def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FullDisk]:
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if request.param == "rlimit-fsize":
+        yield FileSizeLimit(folder)
+        return
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
         capture_output=True,
         check=False,
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
-        yield mount
+        yield TmpfsDisk(folder)
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 CHATTER = """
 import signal, sys, time
-state = {"n": 0}
 def mark(*_):
     print("BACK-AGAIN", flush=True)
 signal.signal(signal.SIGUSR1, mark)
@@ -316,24 +358,26 @@ while True:
 
 @pytest.mark.slow
 def test_a_full_disk_drops_and_counts_never_blocks_and_recovers(
-    daemon: Corral, small_disk: Path
+    daemon: Corral, full_disk: FullDisk
 ) -> None:
-    filler = small_disk / "filler"
     record = daemon.start_app(
-        "chatty", CHATTER, out_file=str(small_disk / "chatty.log"), log_max_size=0
+        "chatty", CHATTER, out_file=str(full_disk.folder / "chatty.log"), log_max_size=0
     )[0]
     app_pid = record["pid"]
     log_file = Path(record["out_log"])
-    assert log_file.parent == small_disk
-    filler.write_bytes(b"\0" * (4 * 1024 * 1024 - 64 * 1024))  # nearly full now
+    assert log_file.parent == full_disk.folder
+    full_disk.fill(daemon)
     wait_for(lambda: daemon.proc("chatty")["log_dropped"] > 0, timeout=30)
-    # Still running, still answering, the app never blocked (its pid is the same one).
+    # Still running, still answering, the app never restarted (its pid is the same one).
     record = daemon.proc("chatty")
     assert record["status"] == "online" and record["pid"] == app_pid
     assert daemon.ok("ls").code == 0
     assert "log dropped" in daemon.ok("describe", "chatty").out
+    # The app kept going while its output was dropped: it is still producing.
+    dropped = record["log_dropped"]
+    wait_for(lambda: daemon.proc("chatty")["log_dropped"] > dropped)
     # Space comes back: logging resumes.
-    filler.unlink()
+    full_disk.free(daemon)
     log_file.write_bytes(b"")
     daemon.ok("send-signal", "USR1", "chatty")
     wait_for(lambda: "BACK-AGAIN" in read_text(log_file), timeout=30)
