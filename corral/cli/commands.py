@@ -327,6 +327,8 @@ def _restart_like(ctx: Context, ns: argparse.Namespace, cmd: str) -> int:
         "cli_env": _cli_env(ctx, ns) if ns.update_env else None,
         "env_name": ns.env,
     }
+    if cmd == "reload" and ns.parallel is not None:
+        common["parallel"] = ns.parallel
 
     def send(target: str) -> Any:
         if _existing_config(target, ctx.cwd):

@@ -204,6 +204,23 @@ def _restart(p: argparse.ArgumentParser) -> None:
     _env_options(p)
 
 
+def _reload(p: argparse.ArgumentParser) -> None:
+    _restart(p)
+    p.add_argument(
+        "--parallel",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="instances replaced at a time (default: the app's reload_parallel, 1)",
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
 def _scale(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="NAME")
     p.add_argument("count", metavar="N|+N|-N", help="the new number, or a change")
@@ -268,7 +285,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "start": ("start a script, a command, a config file, or an existing app", _start),
     "stop": ("stop apps (they stay in the list)", _targets),
     "restart": ("restart apps", _restart),
-    "reload": ("reload apps (a restart until cluster mode brings zero-downtime reload)", _restart),
+    "reload": ("replace apps' instances one by one without downtime", _reload),
     "delete": ("stop apps and remove them from the list", _targets),
     "scale": ("set the number of instances of an app", _scale),
     "reset": ("reset the restart counters of apps", _targets),

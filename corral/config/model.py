@@ -16,6 +16,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
 
 ExecMode = Literal["fork", "cluster"]
 LogType = Literal["raw", "json"]
+ReloadMode = Literal["graceful", "restart"]
 
 
 @dataclass
@@ -54,10 +55,21 @@ class AppConfig:
     kill_signal: str = "SIGINT"
     kill_timeout: float = 1.6
 
-    # Readiness and sockets (SPEC 1.6, the cluster issue).
+    # Readiness, sockets and reload (SPEC 1.6).
     wait_ready: bool = False
+    """Ready means READY=1 on $NOTIFY_SOCKET (sd_notify), within listen_timeout."""
     listen_timeout: float = 3.0
     listen: list[str] = field(default_factory=list)
+    """Addresses the daemon binds and passes as fds 3.. (`host:port`, `[::1]:port`,
+    `unix:/path`)."""
+    health_check: str | None = None
+    """`tcp://127.0.0.1:8000` or `http://127.0.0.1:8000/health`: ready once it answers."""
+    watchdog: float | None = None
+    """Restart an instance that sends no WATCHDOG=1 for this long (WATCHDOG_USEC)."""
+    reload_parallel: int = 1
+    """Instances replaced at a time by `reload`."""
+    reload_mode: ReloadMode = "graceful"
+    """graceful: start the new instance, wait until ready, stop the old; restart: stop, start."""
 
     # Logs (SPEC 1.7, the logs issue).
     merge_logs: bool = False

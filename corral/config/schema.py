@@ -20,11 +20,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from corral.config.errors import ConfigError, UnknownKeyError, short_repr, suggestion
 from corral.config.model import NAME_RE, AppConfig
 from corral.config.units import parse_duration, parse_signal, parse_size, parse_umask
 from corral.core.cron import validate as validate_cron
+from corral.core.listen import parse_listen
 
 # PM2 ecosystem spellings of our keys.
 ALIASES: dict[str, str] = {
@@ -275,6 +277,37 @@ def _abs_path(value: Any, ctx: _Ctx) -> str:
     return os.path.normpath(os.path.join(ctx.cwd or ctx.base_dir, path))
 
 
+def _listen(value: Any, ctx: _Ctx) -> list[str]:
+    """Addresses the daemon binds for the app; checked here so a typo never reaches a bind."""
+    addresses = _strings(value, ctx)
+    for address in addresses:
+        parse_listen(address)  # ValueError says what was expected
+    return addresses
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _health_check(value: Any, ctx: _Ctx) -> str:
+    """tcp://host:port or http://host:port/path, on loopback only: the daemon must not be
+    usable to probe other machines."""
+    if not isinstance(value, str):
+        raise _expected("tcp://127.0.0.1:PORT or http://127.0.0.1:PORT/path", value)
+    parsed = urlsplit(value)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme not in ("tcp", "http") or port is None:
+        raise _expected("tcp://127.0.0.1:PORT or http://127.0.0.1:PORT/path", value)
+    host = parsed.hostname or ""
+    if host not in _LOOPBACK_HOSTS and not host.startswith("127."):
+        raise ValueError(
+            f"a health check must be on loopback (127.x, ::1, localhost), got {host!r}"
+        )
+    return value
+
+
 def _log_path(value: Any, ctx: _Ctx) -> str:
     """A log file; `/dev/null` or PM2's `NULL` discards the stream."""
     if value == "NULL" or value == "/dev/null":
@@ -391,7 +424,11 @@ TABLE: dict[str, Converter] = {
     "kill_timeout": _duration,
     "wait_ready": _bool,
     "listen_timeout": _duration,
-    "listen": _strings,
+    "listen": _listen,
+    "health_check": _optional(_health_check),
+    "watchdog": _optional(_duration),
+    "reload_parallel": _int_range(1, 1000),
+    "reload_mode": _choice("graceful", "restart"),
     "merge_logs": _bool,
     "log_date_format": _optional(_log_date_format),
     "out_file": _optional(_log_path),

@@ -97,11 +97,11 @@ class Handlers:
             Command.START: self.start,
             Command.STOP: self.stop,
             Command.RESTART: self.restart,
-            Command.RELOAD: self.restart,  # zero-downtime reload arrives with cluster mode
+            Command.RELOAD: self.reload,
             Command.DELETE: self.delete,
             Command.SCALE: self.scale,
             Command.RESET: self.reset,
-            Command.LIST: self.list,
+            Command.LIST: self.list_processes,
             Command.DESCRIBE: self.describe,
             Command.ENV: self.env,
             Command.SEND_SIGNAL: self.send_signal,
@@ -135,7 +135,7 @@ class Handlers:
     async def ping(self, args: dict[str, Any]) -> Any:
         return {"pid": os.getpid(), "version": __version__, "home": str(self.home.root)}
 
-    async def list(self, args: dict[str, Any]) -> Any:
+    async def list_processes(self, args: dict[str, Any]) -> Any:
         return self.records(self.sup.ordered())
 
     async def start(self, args: dict[str, Any]) -> Any:
@@ -203,6 +203,24 @@ class Handlers:
         return self.records(apps)
 
     async def restart(self, args: dict[str, Any]) -> Any:
+        apps = await self._prepare_restart(args)
+        await asyncio.gather(*(self.sup.restart(app) for app in apps))
+        return self.records(apps)
+
+    async def reload(self, args: dict[str, Any]) -> Any:
+        parallel = args.get("parallel")
+        if parallel is not None and (
+            not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1
+        ):
+            raise _bad("'parallel' must be a whole number >= 1")
+        apps = await self._prepare_restart(args)
+        # One app after the other: a failed app stops the reload there, with its reason.
+        for app in apps:
+            await self.sup.reload(app, parallel)
+        return self.records(apps)
+
+    async def _prepare_restart(self, args: dict[str, Any]) -> list[App]:
+        """Apply a new config (`apps`) or environment (`update_env`) before a restart."""
         update_env = bool(args.get("update_env"))
         cli_env = _env(args)
         env_name = _opt_str(args, "env_name")
@@ -226,8 +244,7 @@ class Handlers:
                     self.sup.replace_config(
                         app, app.config, cli_env=cli_env, env_name=env_name, update_env=True
                     )
-        await asyncio.gather(*(self.sup.restart(app) for app in apps))
-        return self.records(apps)
+        return apps
 
     async def delete(self, args: dict[str, Any]) -> Any:
         apps = self.sup.resolve(_targets(args))

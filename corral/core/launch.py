@@ -45,14 +45,21 @@ def build_launch_spec(
     instance: int,
     cli_env: Mapping[str, str] | None,
     env_name: str | None,
+    extra_env: Mapping[str, str] | None = None,
+    listen_fds: tuple[int, ...] = (),
+    listen_names: tuple[str, ...] = (),
 ) -> LaunchSpec:
     check_identity(config)
+    env = build_environment(config, instance=instance, cli_env=cli_env, env_name=env_name)
+    env.update(extra_env or {})  # NOTIFY_SOCKET, WATCHDOG_USEC: corral's own, last
     return LaunchSpec(
         argv=build_argv(config),
-        env=build_environment(config, instance=instance, cli_env=cli_env, env_name=env_name),
+        env=env,
         cwd=working_directory(config),
         user=config.user,
         group=config.group,
         rlimits=dict(config.rlimits),
         umask=config.umask,
+        listen_fds=listen_fds,
+        listen_names=listen_names,
     )

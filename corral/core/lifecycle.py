@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from corral.config.model import AppConfig
@@ -50,6 +50,8 @@ class Transition:
     pid: int | None
     at: float
     """Wall-clock time of the change."""
+    origin: Instance | None = field(default=None, compare=False, repr=False)
+    """The instance that changed (two may share a number during a reload)."""
 
 
 Launcher = Callable[["Instance"], tuple[LaunchSpec, OutputSink]]
@@ -93,6 +95,13 @@ class Instance:
         self._clearing = False  # the group of an exited process is still being ended
         self._launch_after_clear: str | None = None
         self._stop_deadline = 0.0
+        self._ready_timer: Timer | None = None
+        self._watchdog_timer: Timer | None = None
+        self._not_ready: str | None = None  # why a launch is being stopped as a failure
+        self.candidate = False
+        """A reload's replacement: it must come up on its own; it is never restarted."""
+        self.status_text: str | None = None
+        """The last STATUS= the process sent over its notify socket."""
 
     # ----------------------------------------------------------------- queries
 
@@ -104,6 +113,12 @@ class Instance:
         if self.started_at is None or self.state not in (State.ONLINE, State.STOPPING):
             return None
         return max(0.0, self._os.now() - self.started_at)
+
+    @property
+    def needs_ready(self) -> bool:
+        """Whether the process must say it is ready (READY=1 or a health check) before it
+        is online; otherwise it is online as soon as it runs."""
+        return self.config.wait_ready or self.config.health_check is not None
 
     def is_running(self) -> bool:
         return self.state in RUNNING_STATES or self._start_after_stop
@@ -153,6 +168,18 @@ class Instance:
         if self._start_after_stop:
             self.restarts += 1
 
+    def mark_ready(self) -> None:
+        """READY=1 arrived, or the health check answered."""
+        if self.state is State.LAUNCHING and self.child is not None and not self._stop_requested:
+            self._cancel_ready_timer()
+            self._set(State.ONLINE, "ready")
+            self._arm_watchdog()
+
+    def watchdog_ping(self) -> None:
+        """WATCHDOG=1 arrived: the process is alive for another `watchdog` period."""
+        if self.state is State.ONLINE:
+            self._arm_watchdog()
+
     def kill(self) -> None:
         """SIGKILL the whole group now (used at daemon shutdown after the grace period)."""
         if self.child is not None:
@@ -177,7 +204,7 @@ class Instance:
         self.state = new
         if old is not new:
             self._emit(
-                Transition(self.app, self.number, old, new, reason, self.pid, self._os.wall())
+                Transition(self.app, self.number, old, new, reason, self.pid, self._os.wall(), self)
             )
 
     def _cancel_timer(self) -> None:
@@ -219,9 +246,25 @@ class Instance:
         if self._stop_requested:
             self._begin_stop("stop")
             return
-        # Readiness (wait_ready, health checks) arrives with cluster mode; until then a
-        # spawned process is online at once.
+        if self.needs_ready:
+            # Still launching until READY=1 / the health check; the supervisor watches.
+            self._emit(
+                Transition(
+                    self.app,
+                    self.number,
+                    self.state,
+                    self.state,
+                    "spawned",
+                    self.pid,
+                    self._os.wall(),
+                    self,
+                )
+            )
+            timeout = self.config.listen_timeout
+            self._ready_timer = self._os.call_later(timeout, self._ready_timed_out)
+            return
         self._set(State.ONLINE, "spawned")
+        self._arm_watchdog()
 
     def _on_spawn_failed(self, generation: int, message: str) -> None:
         if generation != self._generation:
@@ -235,6 +278,8 @@ class Instance:
     def _begin_stop(self, reason: str) -> None:
         assert self.child is not None
         self._cancel_timer()
+        self._cancel_ready_timer()
+        self._cancel_watchdog()
         self._stop_deadline = self._os.now() + self.config.kill_timeout
         self._set(State.STOPPING, reason)
         self._os.signal_group(self.child, _signum(self.config.kill_signal))
@@ -257,6 +302,13 @@ class Instance:
             self._set(State.ERRORED, status.describe())
             return
 
+        self._cancel_ready_timer()
+        self._cancel_watchdog()
+        if self.state is State.STOPPING and self._not_ready is not None:
+            # Stopped because it never became ready: that is a failed launch.
+            why, self._not_ready = self._not_ready, None
+            self._after_crash(child, status, uptime, why)
+            return
         if self.state is State.STOPPING:
             # The stop signal went to the whole group; whatever is left gets SIGKILL
             # when the kill_timeout that started with the stop runs out.
@@ -264,7 +316,7 @@ class Instance:
             self._clear(child, None, remaining, after=self._on_stopped)
             return
 
-        self._after_crash(child, status, uptime)
+        self._after_crash(child, status, uptime, status.describe())
 
     def _on_stopped(self) -> None:
         self._set(State.STOPPED, "stopped")
@@ -273,13 +325,16 @@ class Instance:
             self._consecutive_unstable = 0
             self._launch("restart")
 
-    def _after_crash(self, child: Child, status: ExitStatus, uptime: float) -> None:
+    def _after_crash(self, child: Child, status: ExitStatus, uptime: float, why: str) -> None:
         cfg = self.config
         stop_signal = _signum(cfg.kill_signal)
-        if not cfg.autorestart:
-            self._set(State.STOPPED, f"{status.describe()}; autorestart is off")
+        if self.candidate:
+            self.error = why
+            self._set(State.ERRORED, f"{why}; a reload's replacement is not restarted")
+        elif not cfg.autorestart:
+            self._set(State.STOPPED, f"{why}; autorestart is off")
         elif status.code is not None and status.code in cfg.stop_exit_codes:
-            self._set(State.STOPPED, f"{status.describe()}, a stop exit code")
+            self._set(State.STOPPED, f"{why}, a stop exit code")
         else:
             if uptime < cfg.min_uptime:
                 self.unstable_restarts += 1
@@ -292,15 +347,43 @@ class Instance:
                     f"{self._consecutive_unstable} unstable restarts in a row "
                     f"(each ran less than min_uptime {cfg.min_uptime:g}s)"
                 )
-                self._set(State.ERRORED, f"{status.describe()}; {self.error}")
+                self._set(State.ERRORED, f"{why}; {self.error}")
             else:
                 delay = self._next_delay(uptime)
-                self._set(State.WAITING_RESTART, f"{status.describe()}; restart in {delay:g}s")
+                self._set(State.WAITING_RESTART, f"{why}; restart in {delay:g}s")
                 self._clear(child, stop_signal, cfg.kill_timeout, after=None)
                 self._timer = self._os.call_later(delay, self._restart_timer_fired)
                 return
         # Not restarting: still make sure nothing of the old process is left behind.
         self._clear(child, stop_signal, cfg.kill_timeout, after=None)
+
+    def _ready_timed_out(self) -> None:
+        self._ready_timer = None
+        if self.state is State.LAUNCHING and self.child is not None:
+            self._not_ready = f"not ready within listen_timeout {self.config.listen_timeout:g}s"
+            self.error = self._not_ready
+            self._begin_stop(self._not_ready)
+
+    def _cancel_ready_timer(self) -> None:
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+            self._ready_timer = None
+
+    def _arm_watchdog(self) -> None:
+        self._cancel_watchdog()
+        period = self.config.watchdog
+        if period:
+            self._watchdog_timer = self._os.call_later(period, self._watchdog_expired)
+
+    def _cancel_watchdog(self) -> None:
+        if self._watchdog_timer is not None:
+            self._watchdog_timer.cancel()
+            self._watchdog_timer = None
+
+    def _watchdog_expired(self) -> None:
+        self._watchdog_timer = None
+        if self.state is State.ONLINE:
+            self.restart(f"watchdog: no WATCHDOG=1 within {self.config.watchdog:g}s")
 
     def _restart_timer_fired(self) -> None:
         self._timer = None

@@ -8,9 +8,22 @@ that they drive by hand, so most lifecycle tests run in milliseconds.
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+RLIMITS: dict[str, int] = {
+    "nofile": resource.RLIMIT_NOFILE,
+    "nproc": resource.RLIMIT_NPROC,
+    "as": resource.RLIMIT_AS,
+    "core": resource.RLIMIT_CORE,
+    "fsize": resource.RLIMIT_FSIZE,
+    "stack": resource.RLIMIT_STACK,
+    "cpu": resource.RLIMIT_CPU,
+    "memlock": resource.RLIMIT_MEMLOCK,
+}
+"""`rlimits` keys of an app's config and the limits they set."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +37,9 @@ class LaunchSpec:
     group: str | None = None
     rlimits: dict[str, int] = field(default_factory=dict)
     umask: int | None = None
-    pass_fds: tuple[int, ...] = ()
+    listen_fds: tuple[int, ...] = ()
+    """Listening sockets the child gets as fds 3.. (LISTEN_FDS, LISTEN_PID: SPEC 1.6)."""
+    listen_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,25 +20,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corral.core.forkexec import spawn_with_fds
 from corral.core.orphans import process_start_time
-from corral.core.osapi import Child, ExitStatus, LaunchSpec, OutputSink, Timer
+from corral.core.osapi import RLIMITS, Child, ExitStatus, LaunchSpec, OutputSink, Timer
 
-RLIMITS: dict[str, int] = {
-    "nofile": resource.RLIMIT_NOFILE,
-    "nproc": resource.RLIMIT_NPROC,
-    "as": resource.RLIMIT_AS,
-    "core": resource.RLIMIT_CORE,
-    "fsize": resource.RLIMIT_FSIZE,
-    "stack": resource.RLIMIT_STACK,
-    "cpu": resource.RLIMIT_CPU,
-    "memlock": resource.RLIMIT_MEMLOCK,
-}
 _GROUP_POLL = 0.02  # only while ending the leftovers of a group that is known to be dying
 
 
 @dataclass
 class _Spawned:
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None
+    """None when spawned by forkexec (for listening sockets)."""
     child: Child
     pidfd: int
     stdout: int
@@ -97,10 +89,11 @@ class RealOs:
         os.close(proc.pidfd)
         self._live.pop(proc.child.pid, None)
         exit_status = ExitStatus.from_wait_status(status)
-        # Tell Popen the child is reaped, or it may try to waitpid a reused pid later.
-        proc.popen.returncode = (
-            exit_status.code if exit_status.code is not None else -(exit_status.signal or 0)
-        )
+        if proc.popen is not None:
+            # Tell Popen the child is reaped, or it may try to waitpid a reused pid later.
+            proc.popen.returncode = (
+                exit_status.code if exit_status.code is not None else -(exit_status.signal or 0)
+            )
         on_exit(exit_status)
 
     # ---------------------------------------------------------------- signals
@@ -164,6 +157,8 @@ def _fork_exec(spec: LaunchSpec) -> _Spawned:
     """Runs in a worker thread: fork, exec, and open the pidfd before anyone can reap."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    if spec.listen_fds:
+        return _fork_exec_with_sockets(spec, out_r, out_w, err_r, err_w)
     try:
         uid, gid, groups = _identity(spec)
         preexec = _rlimit_setter(spec.rlimits) if spec.rlimits else None
@@ -175,7 +170,6 @@ def _fork_exec(spec: LaunchSpec) -> _Spawned:
             cwd=spec.cwd,
             env=spec.env,
             close_fds=True,
-            pass_fds=spec.pass_fds,
             process_group=0,
             umask=spec.umask if spec.umask is not None else -1,
             preexec_fn=preexec,
@@ -192,6 +186,25 @@ def _fork_exec(spec: LaunchSpec) -> _Spawned:
     pidfd = os.pidfd_open(popen.pid)  # before anyone can reap it: the pid stays ours
     start_time = process_start_time(popen.pid) or 0.0
     return _Spawned(popen, Child(popen.pid, start_time), pidfd, out_r, err_r)
+
+
+def _fork_exec_with_sockets(
+    spec: LaunchSpec, out_r: int, out_w: int, err_r: int, err_w: int
+) -> _Spawned:
+    """Listening sockets at fds 3.. with LISTEN_PID = the child's pid: subprocess cannot
+    set an environment after the fork, so corral.core.forkexec does the fork/exec."""
+    try:
+        pid = spawn_with_fds(spec, list(spec.listen_fds), list(spec.listen_names), out_w, err_w)
+    except BaseException:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    pidfd = os.pidfd_open(pid)
+    start_time = process_start_time(pid) or 0.0
+    return _Spawned(None, Child(pid, start_time), pidfd, out_r, err_r)
 
 
 def _identity(spec: LaunchSpec) -> tuple[int | None, int | None, list[int] | None]:

@@ -16,6 +16,8 @@ from typing import Any
 
 from corral.config.model import AppConfig
 from corral.core.app import App
+from corral.core.app_sockets import AppSockets
+from corral.core.channels import InstanceChannels
 from corral.core.cron import CronSchedule
 from corral.core.events import EventBus
 from corral.core.launch import build_launch_spec
@@ -68,6 +70,9 @@ class Supervisor:
         self._persist_task: asyncio.Task[None] | None = None
         self._sample_task: asyncio.Task[None] | None = None
         self._log_subscribers = 0
+        self.sockets = AppSockets()
+        self.channels = InstanceChannels(loop)
+        self._candidates: set[Instance] = set()
 
     # ============================================================== lookups
 
@@ -155,6 +160,8 @@ class Supervisor:
             inst.stop()
         self.persist()
         await self.wait(app.instances.values(), SETTLED)
+        if app.desired == "stopped":  # not started again meanwhile
+            self.sockets.close(app.id)
 
     async def restart(self, app: App, reason: str = "restart") -> None:
         app.desired = "running"
@@ -164,6 +171,78 @@ class Supervisor:
         self._start_helpers(app)
         self.persist()
         await self.wait(app.instances.values(), STARTED)
+
+    async def reload(self, app: App, parallel: int | None = None) -> None:
+        """Replace every instance without downtime (SPEC 1.6); raise ProtocolError if a
+        replacement does not become ready: the instances not yet replaced keep serving."""
+        if app.config.reload_mode == "restart":
+            await self.restart(app, "reload")
+            return
+        app.desired = "running"
+        self._start_helpers(app)
+        batch_size = max(1, parallel or app.config.reload_parallel)
+        olds = app.sorted_instances()
+        for start in range(0, len(olds), batch_size):
+            batch = olds[start : start + batch_size]
+            failures = [
+                why for why in await asyncio.gather(*(self._replace(app, o) for o in batch)) if why
+            ]
+            if failures:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"reload of {app.name!r} failed: {'; '.join(failures)}; "
+                    "the old instances keep serving",
+                )
+        # The config may ask for more or fewer instances than were running.
+        wanted = max(1, app.config.instances)
+        if len(app.instances) != wanted:
+            await self.scale(app, wanted)
+        self.persist()
+
+    async def _replace(self, app: App, old: Instance) -> str | None:
+        """Start a replacement for `old`, wait until it is ready, then stop `old`.
+        Returns why it failed, or None."""
+        if old.state is not State.ONLINE:
+            old.restart("reload")  # nothing is being served by it: no need to overlap
+            await self.wait([old], STARTED)
+            return None
+        new = self._new_instance(app, old.number)
+        new.candidate = True
+        new.restarts = old.restarts + 1
+        new.unstable_restarts = old.unstable_restarts
+        self._candidates.add(new)
+        try:
+            new.start("reload")
+            why = await self._until_ready(new)
+            if why is not None:
+                new.stop("reload failed")
+                await self.wait([new], SETTLED)
+                return f"instance {old.number}: {why}"
+        finally:
+            self._candidates.discard(new)
+        new.candidate = False
+        app.instances[old.number] = new
+        self.persist()
+        old.stop("replaced by reload")
+        await self.wait([old], SETTLED)
+        return None
+
+    async def _until_ready(self, inst: Instance) -> str | None:
+        """Ready: READY=1 or a health check when configured, else up for min_uptime."""
+        cfg = inst.config
+        await self.wait([inst], frozenset(State) - {State.LAUNCHING}, cfg.listen_timeout + 5)
+        if inst.state is not State.ONLINE:
+            return inst.error or (
+                inst.last_exit.describe() if inst.last_exit else f"it is {inst.state}"
+            )
+        if not inst.needs_ready:
+            child = inst.child
+            await asyncio.sleep(min(cfg.min_uptime, cfg.listen_timeout))
+            if inst.state is not State.ONLINE or inst.child is not child:
+                return inst.error or (
+                    inst.last_exit.describe() if inst.last_exit else "it did not stay up"
+                )
+        return None
 
     async def scale(self, app: App, count: int) -> None:
         if count < 1:
@@ -213,17 +292,27 @@ class Supervisor:
     def _resize(self, app: App, count: int) -> list[Instance]:
         added = []
         for number in app.free_numbers(max(0, count - len(app.instances))):
-            inst = Instance(
-                app.name, number, app.config, self.os, self._launcher(app), self._on_transition
-            )
+            inst = self._new_instance(app, number)
             app.instances[number] = inst
             added.append(inst)
         return added
 
+    def _new_instance(self, app: App, number: int) -> Instance:
+        return Instance(
+            app.name, number, app.config, self.os, self._launcher(app), self._on_transition
+        )
+
     def _launcher(self, app: App) -> Callable[[Instance], tuple[LaunchSpec, OutputSink]]:
         def launch(inst: Instance) -> tuple[LaunchSpec, OutputSink]:
+            fds, names = self.sockets.fds_for(app.id, app.config)
             spec = build_launch_spec(
-                app.config, instance=inst.number, cli_env=app.cli_env, env_name=app.env_name
+                app.config,
+                instance=inst.number,
+                cli_env=app.cli_env,
+                env_name=app.env_name,
+                extra_env=self.channels.open(inst),
+                listen_fds=fds,
+                listen_names=names,
             )
             return spec, self._output_for(app, inst.number)
 
@@ -307,6 +396,12 @@ class Supervisor:
 
     def _on_transition(self, change: Transition) -> None:
         self._changed.set()
+        inst = change.origin
+        if inst is not None:
+            if change.reason == "spawned" and change.new is State.LAUNCHING:
+                self.channels.spawned(inst)
+            elif change.new in (State.STOPPED, State.ERRORED, State.WAITING_RESTART):
+                self.channels.exited(inst)
         app = self.by_name(change.app)
         self.events.publish(
             {
@@ -420,10 +515,15 @@ class Supervisor:
                     "restarts": inst.restarts,
                     "unstable_restarts": inst.unstable_restarts,
                 }
-                for inst in app.sorted_instances()
+                # A reload's replacement is listed too: a daemon killed mid-reload leaves it
+                # running, and the next daemon must stop it like any other leftover.
+                for inst in [*app.sorted_instances(), *self._candidates_of(app)]
             ]
             apps.append(record)
         return {"version": STATE_VERSION, "next_id": self._next_id, "apps": apps}
+
+    def _candidates_of(self, app: App) -> list[Instance]:
+        return [inst for inst in self._candidates if inst.app == app.name]
 
     def persist(self) -> None:
         """Ask for the state file to be rewritten; writes are coalesced and off-loop."""
@@ -466,9 +566,14 @@ class Supervisor:
             for inst in app.instances.values():
                 inst.stop("daemon shutdown")
         everyone = [inst for app in self.apps.values() for inst in app.instances.values()]
+        for inst in self._candidates:
+            inst.stop("daemon shutdown")
+        everyone.extend(self._candidates)
         await self.wait(everyone, SETTLED, timeout=grace + 3.0)
         for inst in everyone:
             inst.kill()
+        self.channels.close_all()
+        self.sockets.close_all()
         for app in self.apps.values():
             app.desired = desired[app.id]
         if self._sample_task is not None:

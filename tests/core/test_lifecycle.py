@@ -280,3 +280,59 @@ def test_reset_counters() -> None:
     assert inst.restarts == 1 and inst.unstable_restarts == 1
     inst.reset_counters()
     assert inst.restarts == 0 and inst.unstable_restarts == 0
+
+
+def test_wait_ready_stays_launching_until_ready() -> None:
+    fos = FakeOs()
+    inst, events = make(fos, wait_ready=True, listen_timeout=5.0)
+    inst.start()
+    fos.complete_spawn()
+    assert inst.state is State.LAUNCHING
+    assert events[-1].reason == "spawned"  # the supervisor starts its readiness checks here
+    fos.advance(4)
+    inst.mark_ready()
+    assert inst.state is State.ONLINE
+    fos.advance(10)
+    assert inst.state is State.ONLINE  # the readiness timer was cancelled
+
+
+def test_not_ready_within_listen_timeout_is_a_failed_launch() -> None:
+    fos = FakeOs()
+    inst, _ = make(fos, wait_ready=True, listen_timeout=2.0, min_uptime=5.0, kill_timeout=1.0)
+    inst.start()
+    fos.complete_spawn()
+    fos.advance(2.01)
+    assert inst.state is State.STOPPING
+    assert fos.last.signals == [signal.SIGINT]
+    fos.exit(signal=signal.SIGINT)
+    assert inst.state is State.WAITING_RESTART  # the restart policy applies
+    assert inst.unstable_restarts == 1
+    assert "listen_timeout" in (inst.error or "")
+
+
+def test_a_candidate_is_never_restarted() -> None:
+    fos = FakeOs()
+    inst, _ = make(fos)
+    inst.candidate = True
+    inst.start()
+    fos.complete_spawn()
+    fos.exit(1)
+    assert inst.state is State.ERRORED
+    fos.advance(100)
+    assert len(fos.processes) == 1
+
+
+def test_watchdog_restarts_a_silent_instance_and_pings_keep_it_alive() -> None:
+    fos = FakeOs()
+    inst, _ = make(fos, watchdog=3.0)
+    inst.start()
+    fos.complete_spawn()
+    for _ in range(5):
+        fos.advance(2.5)
+        inst.watchdog_ping()
+    assert inst.state is State.ONLINE and len(fos.processes) == 1
+    fos.advance(3.01)
+    assert inst.state is State.STOPPING
+    fos.exit(signal=signal.SIGINT)
+    assert inst.state is State.LAUNCHING and len(fos.processes) == 2
+    assert inst.restarts == 1
