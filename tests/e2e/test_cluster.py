@@ -272,3 +272,37 @@ def test_node_listens_on_fd_3(daemon: Corral) -> None:
     )
     assert {r["status"] for r in records} == {"online"}
     assert get(port).startswith("pid=")
+
+
+SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(600)\n"
+
+
+@pytest.mark.slow
+def test_reload_without_listen_starts_the_new_before_stopping_the_old(daemon: Corral) -> None:
+    daemon.start_app("worker", SLEEPER, instances=2, min_uptime=0.3)
+    before = pids(daemon, "worker")
+    events: list[dict[str, Any]] = []
+    with daemon.client() as watcher:
+        watcher.call("subscribe", events=True)
+        daemon.ok("reload", "worker")
+        watcher.set_timeout(5)
+        while len([e for e in events if e.get("to") == "stopped"]) < 2:
+            message = watcher.read()
+            if isinstance(message.get("event"), dict):
+                events.append(message["event"])
+    after = pids(daemon, "worker")
+    assert not before & after and len(after) == 2
+    # For each instance the replacement was online before the old one began to stop.
+    order = [(e["instance"], e["to"]) for e in events if e["to"] in ("online", "stopping")]
+    for number in (0, 1):
+        mine = [to for n, to in order if n == number]
+        assert mine.index("online") < mine.index("stopping"), order
+
+
+@pytest.mark.slow
+def test_reload_mode_restart_stops_then_starts(daemon: Corral) -> None:
+    daemon.start_app("worker", SLEEPER, reload_mode="restart")
+    before = pids(daemon, "worker")
+    daemon.ok("reload", "worker")
+    assert pids(daemon, "worker") != before
+    assert daemon.proc("worker")["restarts"] == 1
