@@ -250,7 +250,8 @@ def test_child_gets_listening_sockets(spawner: Spawner, tmp_path: Path, in_threa
             {"X": "extra", "Y": "y"},
             in_thread=in_thread,
         )
-        assert open_fds() == before | {run.out, run.err}  # nothing leaked in the parent
+        # Nothing leaked in the parent (other threads of this test process may close fds).
+        assert open_fds() - before <= {run.out, run.err}
     finally:
         os.close(dummy)
     info = run.info()
@@ -412,7 +413,7 @@ def test_exec_failure_raises_in_parent(
         spawner.spawn(spec, socks, [addrs[0].name])
     assert info.value.filename == filename
     assert zombie_children() == []
-    assert open_fds() == before | set(spawner.fds)
+    assert open_fds() - before <= set(spawner.fds)  # no fd leaked by the failed spawn
     # the sockets are still the daemon's, and still listening
     assert socks[0].getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
 
