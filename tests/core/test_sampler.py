@@ -69,14 +69,21 @@ def _wait_for(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-def test_busy_child_reads_over_half_a_core_on_second_sample(spawn: Spawn) -> None:
+def test_busy_child_cpu_matches_the_cpu_time_it_really_used(spawn: Spawn) -> None:
+    """Compared with the child's own CPU time, not with 100 %: on a loaded 2-core CI
+    machine a burning child may get much less than a whole core."""
     proc = spawn(BURN)
+    child = psutil.Process(proc.pid)
     sampler = TreeSampler()
     first = sampler.sample([proc.pid])[proc.pid]
     assert first.processes == 1
+    used_before, started = sum(child.cpu_times()[:2]), time.monotonic()
     time.sleep(1.0)
     second = sampler.sample([proc.pid])[proc.pid]
-    assert second.cpu_percent > 50.0
+    used_after, ended = sum(child.cpu_times()[:2]), time.monotonic()
+    expected = 100.0 * (used_after - used_before) / (ended - started)
+    assert expected > 10.0  # the child did burn
+    assert abs(second.cpu_percent - expected) < 20.0
 
 
 def test_rss_counts_touched_memory(spawn: Spawn) -> None:
