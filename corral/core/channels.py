@@ -17,6 +17,7 @@ from corral.core.lifecycle import Instance, State
 from corral.core.notify import NotifyMessage, NotifySocket
 
 log = logging.getLogger("corral.channels")
+MAX_EARLY = 16
 
 
 class InstanceChannels:
@@ -24,6 +25,9 @@ class InstanceChannels:
         self._loop = loop
         self._sockets: dict[int, NotifySocket] = {}  # by id(Instance)
         self._probes: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        # Messages that arrived before the daemon learnt the child's pid (the spawn
+        # completes in a thread; a fast child may say READY=1 first). Checked on spawn.
+        self._early: dict[int, list[NotifyMessage]] = {}
 
     def open(self, inst: Instance) -> dict[str, str]:
         """A new notify socket for the launch about to happen; returns env for the child."""
@@ -31,7 +35,7 @@ class InstanceChannels:
         sock = NotifySocket(
             self._loop,
             lambda message: self._on_message(inst, message),
-            lambda pid, uid: _in_group(pid, inst),
+            lambda pid, uid: inst.pid is None or _in_group(pid, inst),
         )
         self._sockets[id(inst)] = sock
         env = {"NOTIFY_SOCKET": sock.address}
@@ -40,7 +44,10 @@ class InstanceChannels:
         return env
 
     def spawned(self, inst: Instance) -> None:
-        """The process runs and must become ready: start its health check if it has one."""
+        """The process runs: check what it said early, start its health check if any."""
+        for message in self._early.pop(id(inst), []):
+            if _in_group(message.pid, inst):
+                self._on_message(inst, message)
         url = inst.config.health_check
         if url is None:
             return
@@ -54,12 +61,14 @@ class InstanceChannels:
         self.close(inst)
 
     def close(self, inst: Instance) -> None:
+        self._early.pop(id(inst), None)
         sock = self._sockets.pop(id(inst), None)
         if sock is not None:
             sock.close()
         self._stop_probe(inst)
 
     def close_all(self) -> None:
+        self._early.clear()
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
@@ -80,6 +89,11 @@ class InstanceChannels:
         self._probes.pop(id(inst), None)
 
     def _on_message(self, inst: Instance, message: NotifyMessage) -> None:
+        if inst.pid is None:  # the sender is checked once the pid is known
+            early = self._early.setdefault(id(inst), [])
+            if len(early) < MAX_EARLY:
+                early.append(message)
+            return
         fields = message.fields
         if fields.get("READY") == "1":
             inst.mark_ready()

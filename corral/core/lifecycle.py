@@ -247,7 +247,10 @@ class Instance:
             self._begin_stop("stop")
             return
         if self.needs_ready:
-            # Still launching until READY=1 / the health check; the supervisor watches.
+            # Still launching until READY=1 / the health check; the supervisor watches
+            # (and may find the process already said READY=1, while it was spawning).
+            timeout = self.config.listen_timeout
+            self._ready_timer = self._os.call_later(timeout, self._ready_timed_out)
             self._emit(
                 Transition(
                     self.app,
@@ -260,8 +263,6 @@ class Instance:
                     self,
                 )
             )
-            timeout = self.config.listen_timeout
-            self._ready_timer = self._os.call_later(timeout, self._ready_timed_out)
             return
         self._set(State.ONLINE, "spawned")
         self._arm_watchdog()

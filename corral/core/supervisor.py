@@ -398,7 +398,7 @@ class Supervisor:
         self._changed.set()
         inst = change.origin
         if inst is not None:
-            if change.reason == "spawned" and change.new is State.LAUNCHING:
+            if change.reason == "spawned":
                 self.channels.spawned(inst)
             elif change.new in (State.STOPPED, State.ERRORED, State.WAITING_RESTART):
                 self.channels.exited(inst)
