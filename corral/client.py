@@ -46,7 +46,7 @@ the message is given up (False) rather than holding up the app."""
 LISTEN_FDS_START = 3
 
 _KEY = re.compile(r"[A-Za-z0-9_]+\Z")
-_METRIC_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}\Z")
+_METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # a Prometheus-safe name
 _METRIC_KINDS = ("gauge", "counter", "meter", "histogram")
 _listen_lock = threading.Lock()
 _listen_passed: tuple[int, list[int], list[str]] | None = None  # (pid, fds, names)
@@ -132,11 +132,12 @@ def watchdog_interval() -> float | None:
 
 
 def metric(name: str, value: float, kind: str = "gauge") -> bool:
-    """PROVISIONAL (the format may change with the monitoring work): push an app metric,
-    sent as `CORRAL_METRIC=<kind>:<name>=<value>`.
+    """Push an app metric, sent as `CORRAL_METRIC=<kind>:<name>=<value>` (docs/NOTIFY.md).
 
-    `kind` is gauge, counter, meter or histogram; `name` is 1-200 characters of letters,
-    digits and `_.:/-`; `value` a finite number. ValueError otherwise."""
+    `kind` is gauge (a level), counter (an increment), meter (events, shown as a rate) or
+    histogram (an observation); `name` is a letter or `_` then up to 63 letters, digits
+    or `_` (it becomes part of a Prometheus name); `value` a finite number (not negative
+    for counters and meters). ValueError otherwise."""
     if kind not in _METRIC_KINDS:
         raise ValueError(f"metric kind must be one of {', '.join(_METRIC_KINDS)}, not {kind!r}")
     if not isinstance(name, str) or not _METRIC_NAME.match(name):

@@ -116,10 +116,10 @@ def test_invalid_keys_are_a_programming_error(key: str) -> None:
 
 
 def test_metric(receiver: socket.socket) -> None:
-    assert client.metric("queue.depth", 12)
-    assert received(receiver) == "CORRAL_METRIC=gauge:queue.depth=12\n"
-    assert client.metric("http/requests", 1.5, kind="counter")
-    assert received(receiver) == "CORRAL_METRIC=counter:http/requests=1.5\n"
+    assert client.metric("queue_depth", 12)
+    assert received(receiver) == "CORRAL_METRIC=gauge:queue_depth=12\n"
+    assert client.metric("http_requests", 1.5, kind="counter")
+    assert received(receiver) == "CORRAL_METRIC=counter:http_requests=1.5\n"
 
 
 @pytest.mark.parametrize(

@@ -305,6 +305,14 @@ def describe_app(app: Mapping[str, Any], style: Style) -> str:
         ("user", _dash(config.get("user") or first.get("user"))),
         ("env profile", _dash(app.get("env_name"))),
     ]
+    pairs += [
+        ("processes", _total(r.get("processes") for r in records)),
+        ("threads", _total(r.get("threads") for r in records)),
+        ("open fds", _total(r.get("fds") for r in records)),
+    ]
+    statuses = _unique(r.get("status_text") for r in records)
+    if statuses != "-":
+        pairs.append(("app status", statuses))
     errors = _unique(r.get("error") for r in records)
     if errors != "-":
         pairs.append(("error", style.paint(errors, RED)))
@@ -316,11 +324,48 @@ def describe_app(app: Mapping[str, Any], style: Style) -> str:
     lines += [f"  {style.paint(k.ljust(width), DIM)}  {v}" for k, v in pairs]
     if records:
         lines += ["", instance_table(records, style)]
+    metric_lines = app_metric_lines(records)
+    if metric_lines:
+        lines += ["", style.paint("app metrics", BOLD) if style.color else "app metrics"]
+        lines += [f"  {line}" for line in metric_lines]
     events = app.get("events") or []
     if events:
         lines += ["", style.paint("recent events", BOLD) if style.color else "recent events"]
         lines += [f"  {_event_line(e, style)}" for e in events]
     return "\n".join(lines)
+
+
+def _total(values: Iterable[object]) -> str:
+    numbers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    return str(sum(numbers)) if numbers else "-"
+
+
+def app_metric_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """`#<instance> <name> (<kind>) <values>` for every metric the app pushed."""
+    lines = []
+    for r in sort_records(records):
+        metrics = r.get("app_metrics") or {}
+        for name in sorted(metrics):
+            lines.append(f"#{r.get('instance', 0)} {name} {format_app_metric(metrics[name])}")
+    return lines
+
+
+def format_app_metric(metric: Mapping[str, Any]) -> str:
+    kind = str(metric.get("kind", "?"))
+    if kind in ("gauge", "counter"):
+        return f"({kind}) {_number(metric.get('value'))}"
+    if kind == "meter":
+        return f"(meter) {_number(metric.get('rate'))}/s, {_number(metric.get('count'))} total"
+    if kind == "histogram":
+        parts = [f"{q} {_number(metric.get(q))}" for q in ("p50", "p95", "p99")]
+        return f"(histogram) n={_number(metric.get('count'))} " + " ".join(parts)
+    return f"({kind})"
+
+
+def _number(value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.6g}"
+    return "-"
 
 
 def _max_memory(value: object) -> str:

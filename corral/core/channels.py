@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 
 from corral.core.health import wait_healthy
 from corral.core.lifecycle import Instance, State
@@ -21,8 +22,13 @@ MAX_EARLY = 16
 
 
 class InstanceChannels:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_metric: Callable[[Instance, str], None] | None = None,
+    ) -> None:
         self._loop = loop
+        self._on_metric = on_metric
         self._sockets: dict[int, NotifySocket] = {}  # by id(Instance)
         self._probes: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
         # Messages that arrived before the daemon learnt the child's pid (the spawn
@@ -101,6 +107,8 @@ class InstanceChannels:
             inst.status_text = fields["STATUS"][:200]
         if fields.get("WATCHDOG") == "1":
             inst.watchdog_ping()
+        if "CORRAL_METRIC" in fields and self._on_metric is not None:
+            self._on_metric(inst, fields["CORRAL_METRIC"])
         if fields.get("STOPPING") == "1" and inst.state is State.ONLINE:
             log.info("%s[%d] says it is stopping", inst.app, inst.number)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from corral.config.errors import ConfigError
 from corral.config.schema import app_from_dict
+from corral.core import metrics_server
 from corral.core.handlers import Handlers
 from corral.core.orphans import stop_orphans
 from corral.core.realos import RealOs
@@ -115,6 +116,40 @@ async def stop_leftovers(state: dict[str, Any]) -> None:
         log.warning("stopped %d processes left by a previous daemon: %s", len(stopped), stopped)
 
 
+class MetricsEndpoint:
+    """The Prometheus endpoint, following the `metrics.port` / `metrics.host` settings."""
+
+    def __init__(self, settings: Settings, handlers: Handlers) -> None:
+        self._settings = settings
+        self._handlers = handlers
+        self._server: metrics_server.MetricsServer | None = None
+
+    async def apply(self) -> None:
+        await self.close()
+        port = int(self._settings["metrics.port"])
+        if not port:
+            return
+        host = str(self._settings["metrics.host"])
+        server = metrics_server.MetricsServer(host, port, self._render)
+        try:
+            await server.start()
+        except (OSError, ValueError) as exc:
+            log.error("cannot serve metrics on %s:%d: %s", host, port, exc)
+            return
+        self._server = server
+        log.info("metrics on http://%s:%d/metrics", host, server.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+
+    def _render(self) -> bytes:
+        from corral.core.prometheus import render  # only when the endpoint is on
+
+        return render(self._handlers.metrics_snapshot())
+
+
 async def run(home: Home) -> int:
     loop = asyncio.get_running_loop()
     store = StateStore(home.state)
@@ -131,6 +166,9 @@ async def run(home: Home) -> int:
 
     done = asyncio.Event()
     handlers = Handlers(sup, home, done.set)
+    metrics = MetricsEndpoint(settings, handlers)
+    handlers.on_metrics_settings = metrics.apply
+    await metrics.apply()
     server = ControlServer(home.socket, handlers, sup)
     await server.start()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -144,6 +182,7 @@ async def run(home: Home) -> int:
     log.info("shutting down")
     await asyncio.sleep(0.05)  # let the reply to `kill` reach the client
     await server.close()
+    await metrics.close()
     await sup.shutdown()
     log.info("stopped")
     return 0

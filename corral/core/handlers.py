@@ -4,6 +4,7 @@ a request is untrusted input, and a bad one gets an error reply with nothing tou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -92,6 +93,7 @@ class Handlers:
         self.sup = supervisor
         self.home = home
         self._request_shutdown = request_shutdown
+        self.on_metrics_settings: Callable[[], Awaitable[None]] | None = None
         self.table: dict[str, Handler] = {
             Command.PING: self.ping,
             Command.START: self.start,
@@ -110,6 +112,8 @@ class Handlers:
             Command.LOG_FILES: self.log_files,
             Command.SAVE: self.save,
             Command.RESURRECT: self.resurrect,
+            Command.HOST: self.host,
+            Command.METRICS: self.metrics,
             Command.SET: self.set,
             Command.GET: self.get,
             Command.KILL: self.kill,
@@ -125,6 +129,7 @@ class Handlers:
                 self.sup.sample_of(app, inst),
                 self.sup.logs_dir,
                 self.sup.log_dropped(app, inst.number),
+                self.sup.metrics_of(app, inst),
             )
             for app in apps
             for inst in app.sorted_instances()
@@ -372,6 +377,28 @@ class Handlers:
                 await self.sup.start(app)
         return {"restored": self.records(restored), "warning": dump.warning}
 
+    async def host(self, args: dict[str, Any]) -> Any:
+        sample = self.sup.host
+        if sample is None:  # before the first sampling pass
+            sample = await asyncio.to_thread(self.sup.sample_host)
+        return dataclasses.asdict(sample)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """What the Prometheus endpoint (and `corral metrics`) shows."""
+        host = self.sup.host
+        return {
+            "host": dataclasses.asdict(host) if host is not None else {},
+            "daemon": {"pid": os.getpid(), "rss": self.sup.daemon_rss},
+            "processes": self.records(self.sup.ordered()),
+        }
+
+    async def metrics(self, args: dict[str, Any]) -> Any:
+        # Imported on use: prometheus_client pulls in http.server, which the daemon does
+        # not otherwise need.
+        from corral.core.prometheus import render
+
+        return {"text": render(self.metrics_snapshot()).decode()}
+
     async def set(self, args: dict[str, Any]) -> Any:
         key = args.get("key")
         if not isinstance(key, str):
@@ -390,6 +417,8 @@ class Handlers:
             raise ProtocolError(ErrorCode.INTERNAL, f"cannot save settings: {exc}") from None
         if key.startswith("logs."):
             self.sup.apply_log_settings()
+        if key.startswith("metrics.") and self.on_metrics_settings is not None:
+            await self.on_metrics_settings()
         return {"key": key, "value": value}
 
     async def get(self, args: dict[str, Any]) -> Any:

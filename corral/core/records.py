@@ -25,7 +25,12 @@ def _daemon_user() -> str:
 
 
 def process_record(
-    app: App, inst: Instance, sample: TreeSample | None, logs_dir: Path, log_dropped: int = 0
+    app: App,
+    inst: Instance,
+    sample: TreeSample | None,
+    logs_dir: Path,
+    log_dropped: int = 0,
+    app_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     cfg = app.config
     out_log, err_log = app.log_paths(logs_dir, inst.number)
@@ -59,6 +64,11 @@ def process_record(
         "out_log": str(out_log),
         "err_log": str(err_log),
         "log_dropped": log_dropped,
+        "processes": sample.processes if sample and inst.pid else None,
+        "threads": sample.threads if sample and inst.pid else None,
+        "fds": sample.fds if sample and inst.pid else None,
+        "status_text": inst.status_text,
+        "app_metrics": app_metrics or {},
     }
 
 

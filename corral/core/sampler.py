@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psutil
 
@@ -27,6 +28,9 @@ class TreeSample:
     rss: int
     """Bytes. Pages shared between members are counted once per member, as `ps` does."""
     processes: int
+    threads: int = 0
+    fds: int = 0
+    """Open file descriptors of the whole tree."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,20 @@ class HostSample:
 
 
 _Key = tuple[int, float]  # (pid, create_time): a pid alone may be reused by another process
+
+
+class _Reading(NamedTuple):
+    cpu: float
+    rss: int
+    threads: int
+    fds: int
+
+
+def _num_fds(proc: psutil.Process) -> int:
+    try:
+        return proc.num_fds()
+    except psutil.AccessDenied:  # another user's process, seen by a non-root daemon
+        return 0
 
 
 class TreeSampler:
@@ -79,29 +97,33 @@ class TreeSampler:
             children.setdefault(ppid, []).append(proc.pid)
 
         kept: dict[_Key, psutil.Process] = {}
-        measured: dict[_Key, tuple[float, int] | None] = {}
+        measured: dict[_Key, _Reading | None] = {}
         result: dict[int, TreeSample] = {}
         for root in roots:
             if root not in listed:
                 continue
-            cpu, rss, count = 0.0, 0, 0
+            cpu, rss, count, threads, fds = 0.0, 0, 0, 0, 0
             for pid in _tree(root, children):
                 key = (pid, listed[pid].info["create_time"])
                 if key not in measured:  # a pid in two trees is read once
                     measured[key] = self._measure(key, kept)
                 reading = measured[key]
                 if reading is not None:
-                    cpu += reading[0]
-                    rss += reading[1]
+                    cpu += reading.cpu
+                    rss += reading.rss
+                    threads += reading.threads
+                    fds += reading.fds
                     count += 1
             if count:
-                result[root] = TreeSample(cpu_percent=cpu, rss=rss, processes=count)
+                result[root] = TreeSample(
+                    cpu_percent=cpu, rss=rss, processes=count, threads=threads, fds=fds
+                )
         # Dropping everything not seen this time bounds the cache to the live trees.
         self._procs = kept
         return result
 
-    def _measure(self, key: _Key, kept: dict[_Key, psutil.Process]) -> tuple[float, int] | None:
-        """(cpu %, rss) of one process, or None if it is gone or unreadable."""
+    def _measure(self, key: _Key, kept: dict[_Key, psutil.Process]) -> _Reading | None:
+        """One process's reading, or None if it is gone or unreadable."""
         try:
             proc = self._procs.get(key)
             if proc is None:
@@ -111,7 +133,12 @@ class TreeSampler:
                 if proc.create_time() != key[1]:  # the pid was reused in between
                     return None
             with proc.oneshot():
-                reading = (proc.cpu_percent(interval=None), proc.memory_info().rss)
+                reading = _Reading(
+                    proc.cpu_percent(interval=None),
+                    proc.memory_info().rss,
+                    proc.num_threads(),
+                    _num_fds(proc),
+                )
         except _GONE:
             return None
         # Kept only once read successfully, so the cache holds live processes only.

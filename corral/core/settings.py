@@ -53,12 +53,31 @@ class Setting:
     help: str
 
 
+def _port(value: Any) -> int:
+    number = _count(value)
+    if number > 65535:
+        raise ValueError(f"expected a port from 1 to 65535, or 0 for off, got {value!r}")
+    return number
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _loopback(value: Any) -> str:
+    text = str(value).strip()
+    if not text.startswith(_LOOPBACK):
+        raise ValueError(f"the metrics endpoint is served on loopback only, got {value!r}")
+    return text
+
+
 KNOWN: dict[str, Setting] = {
     "logs.max_size": Setting(
         _size, 10 * 1024 * 1024, "rotate a log file past this size (0: never)"
     ),
     "logs.retain": Setting(_count, 10, "rotated files kept per log file"),
     "logs.compress": Setting(_bool, False, "gzip rotated log files"),
+    "metrics.port": Setting(_port, 0, "serve Prometheus metrics on this port (0: off)"),
+    "metrics.host": Setting(_loopback, "127.0.0.1", "the loopback address for metrics"),
 }
 
 

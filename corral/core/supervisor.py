@@ -14,8 +14,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from corral.config.model import AppConfig
 from corral.core.app import App
+from corral.core.app_metrics import AppMetrics
 from corral.core.app_sockets import AppSockets
 from corral.core.channels import InstanceChannels
 from corral.core.cron import CronSchedule
@@ -26,7 +29,7 @@ from corral.core.logcapture import InstanceOutput, LineFormat
 from corral.core.logrotate import RotationPolicy
 from corral.core.logwriter import LogWriter
 from corral.core.osapi import LaunchSpec, OsApi, OutputSink
-from corral.core.sampler import TreeSample, TreeSampler
+from corral.core.sampler import HostSample, TreeSample, TreeSampler
 from corral.core.settings import Settings
 from corral.core.state_store import StateStore
 from corral.core.targets import resolve_many
@@ -71,7 +74,10 @@ class Supervisor:
         self._sample_task: asyncio.Task[None] | None = None
         self._log_subscribers = 0
         self.sockets = AppSockets()
-        self.channels = InstanceChannels(loop)
+        self.channels = InstanceChannels(loop, on_metric=self._on_metric)
+        self.app_metrics: dict[tuple[int, int], AppMetrics] = {}
+        self.host: HostSample | None = None
+        self.daemon_rss = 0
         self._candidates: set[Instance] = set()
 
     # ============================================================== lookups
@@ -391,6 +397,7 @@ class Supervisor:
         Its pipes close by themselves at EOF; closing them early would lose the last lines.
         """
         self._outputs.pop((app.id, number), None)
+        self.app_metrics.pop((app.id, number), None)
         for path in app.log_paths(self.logs_dir, number):
             self.log_writer.release(path)
 
@@ -482,7 +489,9 @@ class Supervisor:
             for inst in app.instances.values()
             if inst.pid is not None
         }
-        samples = await asyncio.to_thread(self._sampler.sample, list(owners))
+        samples, self.host, self.daemon_rss = await asyncio.to_thread(
+            self._sample_everything, list(owners)
+        )
         self.samples = {}
         for pid, sample in samples.items():
             app, inst = owners[pid]
@@ -493,8 +502,33 @@ class Supervisor:
             if limit is not None and sample.rss > limit and inst.state is State.ONLINE:
                 inst.restart(f"memory {sample.rss} bytes over max_memory_restart {limit}")
 
+    def _sample_everything(self, pids: list[int]) -> tuple[dict[int, TreeSample], HostSample, int]:
+        """One pass in a worker thread: the apps' trees, the host, the daemon itself."""
+        trees = self._sampler.sample(pids)
+        host = self._sampler.host_sample()
+        return trees, host, psutil.Process().memory_info().rss
+
+    def sample_host(self) -> HostSample:
+        """Blocking (psutil): call through asyncio.to_thread."""
+        return self._sampler.host_sample()
+
     def sample_of(self, app: App, inst: Instance) -> TreeSample | None:
         return self.samples.get((app.id, inst.number))
+
+    # ============================================================ app metrics
+
+    def _on_metric(self, inst: Instance, spec: str) -> None:
+        app = self.by_name(inst.app)
+        if app is None:
+            return
+        metrics = self.app_metrics.setdefault((app.id, inst.number), AppMetrics())
+        problem = metrics.apply(spec, self.os.wall())
+        if problem is not None:
+            log.debug("%s[%d]: metric refused: %s", inst.app, inst.number, problem)
+
+    def metrics_of(self, app: App, inst: Instance) -> dict[str, Any]:
+        metrics = self.app_metrics.get((app.id, inst.number))
+        return metrics.snapshot(self.os.wall()) if metrics is not None else {}
 
     # ============================================================ logs
 

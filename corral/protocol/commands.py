@@ -47,6 +47,11 @@ class Command(StrEnum):
     """{"force": bool} -> {"path": str, "apps": int}"""
     RESURRECT = "resurrect"
     """{} -> {"restored": [process record], "warning": str | null}"""
+    HOST = "host"
+    """{} -> {"load1", "load5", "load15", "mem_total", "mem_available", "swap_used",
+    "cpu_count", "cpu_percent"}"""
+    METRICS = "metrics"
+    """{} -> {"text": str}: the Prometheus text exposition (as served on metrics.port)."""
     SET = "set"
     """{"key": str, "value": str} -> {"key", "value"}: a daemon-wide setting, persisted."""
     GET = "get"
