@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -64,19 +63,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def kill_tree(pids: list[int]) -> None:
-    procs = []
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(pid)
-            procs.append(proc)
-            procs.extend(proc.children(recursive=True))
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(procs, timeout=5)
-
-
 @dataclass
 class CliResult:
     code: int
@@ -91,7 +77,9 @@ class Corral:
     home: Home
     env: dict[str, str]
     workdir: Path
-    started: list[int] = field(default_factory=list)
+    started: list[psutil.Process] = field(default_factory=list)
+    """Daemons seen, as psutil objects: they remember the start time, so a pid reused by
+    another process later is never signalled (pids wrap at 32768 here)."""
     _daemon_popen: subprocess.Popen[bytes] | None = None
 
     def cli(
@@ -164,8 +152,9 @@ class Corral:
 
     def _remember_daemon(self) -> None:
         pid = self.daemon_pid()
-        if pid and pid not in self.started:
-            self.started.append(pid)
+        if pid and pid not in {p.pid for p in self.started}:
+            with contextlib.suppress(psutil.Error):
+                self.started.append(psutil.Process(pid))
 
     def write(self, relative: str, text: str, mode: int = 0o644) -> Path:
         path = self.workdir / relative
@@ -194,18 +183,21 @@ class Corral:
         return list(self.call("start", apps=[cfg.to_dict()], cli_env=env, env_name=env_name))
 
     def shutdown(self) -> None:
-        pids = [pid for pid in self.started if alive(pid)]
-        tree = []
-        for pid in pids:
+        daemons = [p for p in self.started if p.is_running() and alive(p.pid)]
+        tree: list[psutil.Process] = []
+        for daemon in daemons:
             with contextlib.suppress(psutil.Error):
-                tree.extend(p.pid for p in psutil.Process(pid).children(recursive=True))
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                tree.extend(daemon.children(recursive=True))
+        for daemon in daemons:
+            with contextlib.suppress(psutil.Error):
+                daemon.terminate()  # psutil checks it is still the same process
         gone_deadline = time.monotonic() + 10
-        while any(alive(p) for p in pids) and time.monotonic() < gone_deadline:
+        while any(alive(p.pid) for p in daemons) and time.monotonic() < gone_deadline:
             time.sleep(0.05)
-        kill_tree(pids + tree)
+        for proc in daemons + tree:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(daemons + tree, timeout=5)
         if self._daemon_popen is not None:
             self._daemon_popen.wait(timeout=5)  # reap it: the test process is its parent
 

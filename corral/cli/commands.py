@@ -605,6 +605,12 @@ def _follow(
             ctx.print(_log_line(ns, ctx.style, name, instance, stream, line))
 
 
+def cmd_monit(ctx: Context, ns: argparse.Namespace) -> int:
+    from corral.cli import monit
+
+    return monit.run(ctx, ns.target)
+
+
 def cmd_flush(ctx: Context, ns: argparse.Namespace) -> int:
     targets = _expand_config_targets(ctx, ns.targets)
     if targets:
@@ -820,6 +826,20 @@ def cmd_init(ctx: Context, ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(ctx: Context, ns: argparse.Namespace) -> int:
+    if ns.off:
+        ctx.call("set", key="metrics.port", value="0")
+        ctx.print("metrics: not served")
+        return 0
+    if ns.serve is not None:
+        ctx.call("set", key="metrics.port", value=str(ns.serve))
+        host = ctx.call("get", key="metrics.host")["metrics.host"]
+        ctx.print(f"metrics: http://{host}:{ns.serve}/metrics")
+        return 0
+    ctx.stdout.write(ctx.call("metrics")["text"])
+    return 0
+
+
 def cmd_set(ctx: Context, ns: argparse.Namespace) -> int:
     result = ctx.call("set", key=ns.key, value=ns.value)
     ctx.print(f"{result['key']} = {_setting_text(result['value'])}")
@@ -852,6 +872,7 @@ VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "describe": cmd_describe,
     "env": cmd_env,
     "logs": cmd_logs,
+    "monit": cmd_monit,
     "flush": cmd_flush,
     "reload-logs": cmd_reload_logs,
     "save": cmd_save,
@@ -862,6 +883,7 @@ VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "ping": cmd_ping,
     "send-signal": cmd_send_signal,
     "init": cmd_init,
+    "metrics": cmd_metrics,
     "set": cmd_set,
     "get": cmd_get,
 }

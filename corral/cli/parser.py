@@ -267,6 +267,17 @@ def _init(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing file")
 
 
+def _metrics(p: argparse.ArgumentParser) -> None:
+    serve = p.add_mutually_exclusive_group()
+    serve.add_argument(
+        "--serve",
+        type=_positive,
+        metavar="PORT",
+        help="serve them on http://127.0.0.1:PORT/metrics (kept across restarts)",
+    )
+    serve.add_argument("--off", action="store_true", help="stop serving them")
+
+
 def _set(p: argparse.ArgumentParser) -> None:
     p.add_argument("key", metavar="KEY", help="e.g. logs.max_size, logs.retain, logs.compress")
     p.add_argument("value", metavar="VALUE")
@@ -274,6 +285,11 @@ def _set(p: argparse.ArgumentParser) -> None:
 
 def _get(p: argparse.ArgumentParser) -> None:
     p.add_argument("key", nargs="?", metavar="KEY", help="one setting (default: all)")
+
+
+def _monit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", nargs="?", metavar="TARGET", help="only these apps (default: all)")
+    p.epilog = "Keys: up/down or j/k select, r restart, ? help, q quit."
 
 
 def _nothing(p: argparse.ArgumentParser) -> None:
@@ -295,6 +311,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "describe": ("everything about apps", _targets),
     "env": ("the environment of apps' processes", _targets),
     "logs": ("show the last log lines, then new ones with --follow", _logs),
+    "monit": ("a live dashboard of the processes, their metrics and logs", _monit),
     "flush": ("empty log files", _flush),
     "reload-logs": ("reopen every log file (after an external rotation)", _nothing),
     "save": ("save the app list for `corral resurrect`", _save),
@@ -305,6 +322,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "ping": ("check that the daemon answers (starting it if needed)", _nothing),
     "send-signal": ("send a signal to the main process of apps", _send_signal),
     "init": ("write an example corral.yaml here", _init),
+    "metrics": ("print the Prometheus metrics, or serve them on loopback", _metrics),
     "set": ("change a daemon-wide setting (kept across restarts)", _set),
     "get": ("show daemon-wide settings", _get),
 }

@@ -77,7 +77,7 @@ class Supervisor:
         self.channels = InstanceChannels(loop, on_metric=self._on_metric)
         self.app_metrics: dict[tuple[int, int], AppMetrics] = {}
         self.host: HostSample | None = None
-        self.daemon_rss = 0
+        self.daemon_rss = psutil.Process().memory_info().rss  # refreshed by every sample
         self._candidates: set[Instance] = set()
 
     # ============================================================== lookups
@@ -478,9 +478,12 @@ class Supervisor:
         self._sample_task = self.loop.create_task(self._sample_loop())
 
     async def _sample_loop(self) -> None:
-        while True:
+        while True:  # sample at once: the host figures exist from the daemon's start
+            try:
+                await self.sample_once()
+            except Exception:  # a bug here must not end sampling (and memory limits)
+                log.exception("sampling failed")
             await asyncio.sleep(SAMPLE_INTERVAL)
-            await self.sample_once()
 
     async def sample_once(self) -> None:
         owners = {

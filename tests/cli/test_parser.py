@@ -305,7 +305,7 @@ def test_full_parser_knows_every_verb() -> None:
         argv = [alias] + (["a", "1"] if verb in ("scale", "send-signal") else ["a"])
         if verb in ("ls", "jlist", "prettylist", "reload-logs", "resurrect", "kill", "ping"):
             argv = [alias]
-        if verb in ("save", "init", "startup", "unstartup", "flush", "logs", "get"):
+        if verb in ("save", "init", "startup", "unstartup", "flush", "logs", "get", "metrics"):
             argv = [alias]
         if verb == "set":
             argv = [alias, "logs.retain", "3"]

@@ -139,6 +139,12 @@ class Spawner:
 
     def close(self) -> None:
         for pid in self.pids:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue  # reaped by the test: its pid may belong to another process now
+            if done:
+                continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):

@@ -55,8 +55,9 @@ def spawn() -> Iterator[Spawn]:
 
     yield run
     for proc in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # once reaped, its pid (and group id) may be someone else's
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()

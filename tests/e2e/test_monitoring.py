@@ -109,8 +109,10 @@ def test_pushed_app_metrics_show_in_jlist_describe_and_prometheus(daemon: Corral
     assert "corral_host_load1" in families
     # The same text from the CLI, without the endpoint.
     assert "corral_app_requests_total" in daemon.ok("metrics").out
-    daemon.ok("set", "metrics.port", "0")
+    daemon.ok("metrics", "--off")
     assert _get(f"http://127.0.0.1:{port}/metrics") is None
+    assert f"127.0.0.1:{port}" in daemon.ok("metrics", "--serve", str(port)).out
+    assert "corral_process_up" in (wait_for(lambda: _get(f"http://127.0.0.1:{port}/metrics")))
 
 
 @pytest.mark.slow
