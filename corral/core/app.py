@@ -23,6 +23,9 @@ class App:
     created_at: float
     desired: Desired = "stopped"
     instances: dict[int, Instance] = field(default_factory=dict)
+    _config_dict: tuple[AppConfig, dict[str, Any]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def name(self) -> str:
@@ -54,9 +57,14 @@ class App:
 
     def to_state(self) -> dict[str, Any]:
         """What the state file and the dump keep of this app."""
+        # The state file is rewritten after every change of every app: converting each
+        # config (dataclasses.asdict, deep) only when it changed keeps that cheap.
+        # Configs are never changed in place, only replaced, so identity tells.
+        if self._config_dict is None or self._config_dict[0] is not self.config:
+            self._config_dict = (self.config, self.config.to_dict())
         return {
             "id": self.id,
-            "config": self.config.to_dict(),
+            "config": self._config_dict[1],
             "cli_env": self.cli_env,
             "env_name": self.env_name,
             "created_at": self.created_at,

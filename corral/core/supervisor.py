@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -41,6 +42,9 @@ log = logging.getLogger("corral.supervisor")
 SETTLED = frozenset({State.STOPPED, State.ERRORED})
 STARTED = frozenset({State.ONLINE, State.ERRORED, State.STOPPED, State.WAITING_RESTART})
 SAMPLE_INTERVAL = 2.0
+FULL_SAMPLE_EVERY = 10
+"""Every 10th pass rescans the host's processes for new tree members and counts open fds;
+the passes in between only re-read the known members (SPEC 1.9: sampling is cheap)."""
 STATE_VERSION = 1
 
 
@@ -69,6 +73,7 @@ class Supervisor:
         self._crons: dict[int, CronSchedule] = {}
         self._outputs: dict[tuple[int, int], InstanceOutput] = {}
         self._sampler = TreeSampler()
+        self._passes = 0
         self._persist_wanted = False
         self._persist_task: asyncio.Task[None] | None = None
         self._sample_task: asyncio.Task[None] | None = None
@@ -129,13 +134,17 @@ class Supervisor:
         update_env: bool,
     ) -> None:
         """A new configuration takes effect at the next launch of each instance."""
-        app.config = config
+        self._set_config(app, config)
         if update_env:
             app.cli_env = cli_env
             app.env_name = env_name
+        self.persist()
+
+    def _set_config(self, app: App, config: AppConfig) -> None:
+        """Configs are replaced, never changed in place (App.to_state relies on it)."""
+        app.config = config
         for inst in app.instances.values():
             inst.config = config
-        self.persist()
 
     async def delete(self, app: App) -> None:
         await self.stop(app)
@@ -254,7 +263,7 @@ class Supervisor:
         if count < 1:
             raise ProtocolError(ErrorCode.INVALID_ARGUMENT, "an app needs at least 1 instance")
         current = len(app.instances)
-        app.config.instances = count
+        self._set_config(app, dataclasses.replace(app.config, instances=count))
         if count > current:
             added = self._resize(app, count)
             if app.desired == "running":
@@ -507,7 +516,9 @@ class Supervisor:
 
     def _sample_everything(self, pids: list[int]) -> tuple[dict[int, TreeSample], HostSample, int]:
         """One pass in a worker thread: the apps' trees, the host, the daemon itself."""
-        trees = self._sampler.sample(pids)
+        full = self._passes % FULL_SAMPLE_EVERY == 0
+        self._passes += 1
+        trees = self._sampler.sample(pids, rescan=full, count_fds=full)
         host = self._sampler.host_sample()
         return trees, host, psutil.Process().memory_info().rss
 

@@ -9,7 +9,7 @@ import signal
 import psutil
 import pytest
 
-from ..conftest import Corral, alive, wait_for
+from ..conftest import Corral, alive, read_text, wait_for
 
 SLEEP = "import time; print('up', flush=True); time.sleep(600)\n"
 
@@ -38,6 +38,10 @@ def test_sigkilled_daemon_apps_restored_once_and_orphans_stopped(daemon: Corral)
     daemon.start_app("idle", SLEEP)
     daemon.call("stop", target="idle")
     old = {r["instance"]: r["pid"] for r in daemon.jlist() if r["name"] == "api"}
+    # Let both print first: an orphan writing to its closed pipe would die of it.
+    for record in daemon.jlist():
+        if record["name"] == "api":
+            wait_for(lambda r=record: "up" in read_text(r["out_log"]))
     kill_daemon(daemon, signal.SIGKILL)
     assert all(alive(pid) for pid in old.values())  # orphans, still running
 
@@ -81,7 +85,6 @@ def test_sigterm_stops_apps_gracefully_and_keeps_them_for_next_start(daemon: Cor
         "signal.signal(signal.SIGINT, bye)\nprint('up', flush=True)\ntime.sleep(600)\n"
     )
     record = daemon.start_app("api", handler)[0]
-    from ..conftest import read_text
 
     wait_for(lambda: "up" in read_text(record["out_log"]))
     pid = daemon.daemon_pid()
