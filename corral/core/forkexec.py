@@ -176,7 +176,7 @@ def _plan(
         if not key_b or b"=" in key_b or b"\0" in key_b or b"\0" in value_b:
             raise ValueError(f"invalid environment variable: {key!r}")
         env_bytes[key_b] = value_b
-    uid, gid, groups = _identity(spec)
+    uid, gid, groups = resolve_identity(spec)
     targets = list(range(3 + count))  # stdin, stdout, stderr, then the sockets
     return _Plan(
         executable=os.fsencode(_executable(spec, env)),
@@ -213,8 +213,10 @@ def _executable(spec: LaunchSpec, env: dict[str, str]) -> str:
     return found
 
 
-def _identity(spec: LaunchSpec) -> tuple[int | None, int | None, list[int] | None]:
-    """uid, gid and supplementary groups for `user` / `group` (as corral.core.realos)."""
+def resolve_identity(spec: LaunchSpec) -> tuple[int | None, int | None, list[int] | None]:
+    """uid, gid and supplementary groups for `user`/`group`: setgid + initgroups + setuid
+    (only possible as root; the daemon checks that before it gets here). Both spawn
+    paths (subprocess in realos, this module's fork) use it."""
     if spec.user is None and spec.group is None:
         return None, None, None
     gid = grp.getgrnam(spec.group).gr_gid if spec.group else None

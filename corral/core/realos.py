@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import grp
 import os
-import pwd
 import resource
 import signal
 import subprocess
@@ -20,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from corral.core.forkexec import spawn_with_fds
+from corral.core.forkexec import resolve_identity, spawn_with_fds
 from corral.core.orphans import process_start_time
 from corral.core.osapi import RLIMITS, Child, ExitStatus, LaunchSpec, OutputSink, Timer
 
@@ -160,7 +158,7 @@ def _fork_exec(spec: LaunchSpec) -> _Spawned:
     if spec.listen_fds:
         return _fork_exec_with_sockets(spec, out_r, out_w, err_r, err_w)
     try:
-        uid, gid, groups = _identity(spec)
+        uid, gid, groups = resolve_identity(spec)
         preexec = _rlimit_setter(spec.rlimits) if spec.rlimits else None
         popen = subprocess.Popen(
             spec.argv,
@@ -205,19 +203,6 @@ def _fork_exec_with_sockets(
     pidfd = os.pidfd_open(pid)
     start_time = process_start_time(pid) or 0.0
     return _Spawned(None, Child(pid, start_time), pidfd, out_r, err_r)
-
-
-def _identity(spec: LaunchSpec) -> tuple[int | None, int | None, list[int] | None]:
-    """uid, gid and supplementary groups for `user`/`group`: setgid + initgroups + setuid
-    (only possible as root; the daemon checks that before it gets here)."""
-    if spec.user is None and spec.group is None:
-        return None, None, None
-    gid = grp.getgrnam(spec.group).gr_gid if spec.group else None
-    if spec.user is None:
-        return None, gid, []
-    entry = pwd.getpwnam(spec.user)
-    gid = entry.pw_gid if gid is None else gid
-    return entry.pw_uid, gid, os.getgrouplist(entry.pw_name, gid)
 
 
 def _rlimit_setter(limits: dict[str, int]) -> Callable[[], None]:
