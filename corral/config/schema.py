@@ -280,6 +280,10 @@ def _abs_path(value: Any, ctx: _Ctx) -> str:
 def _listen(value: Any, ctx: _Ctx) -> list[str]:
     """Addresses the daemon binds for the app; checked here so a typo never reaches a bind."""
     addresses = _strings(value, ctx)
+    if ctx.canonical:
+        # Already checked where the config was read; in the daemon a host name lookup
+        # would block the event loop, and a bad address still fails at bind, clearly.
+        return addresses
     for address in addresses:
         parse_listen(address)  # ValueError says what was expected
     return addresses
