@@ -18,12 +18,21 @@ from .workloads import BY_KEY, WORKLOADS, Settings, baseline_python_startup, run
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    ap.add_argument("--repeat", type=int, default=None, help="runs per workload (default 3, 1 with --quick)")
+    ap.add_argument(
+        "--repeat", type=int, default=None, help="runs per workload (default 3, 1 with --quick)"
+    )
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
-    ap.add_argument("--only", action="append", choices=[w.key for w in WORKLOADS],
-                    help="run only this workload (repeatable)")
-    ap.add_argument("--managers", default="corral,pm2,supervisor,circus",
-                    help="comma-separated: corral,pm2,supervisor,circus")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=[w.key for w in WORKLOADS],
+        help="run only this workload (repeatable)",
+    )
+    ap.add_argument(
+        "--managers",
+        default="corral,pm2,supervisor,circus",
+        help="comma-separated: corral,pm2,supervisor,circus",
+    )
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
     a = ap.parse_args(argv)
 

@@ -18,8 +18,11 @@ from . import peers
 
 REPO = peers.BENCH.parent
 # The real interpreter (not a pyenv shim): every manager runs the apps with it.
-PYTHON = os.path.realpath(sys.executable) if not Path(sys.prefix, "pyvenv.cfg").exists() \
+PYTHON = (
+    os.path.realpath(sys.executable)
+    if not Path(sys.prefix, "pyvenv.cfg").exists()
     else os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3"))
+)
 
 
 @dataclass
@@ -27,23 +30,24 @@ class App:
     name: str
     script: Path
     args: list[str] = field(default_factory=list)
-    crash: bool = False     # restart at once, forever (crash-to-respawn workload)
+    crash: bool = False  # restart at once, forever (crash-to-respawn workload)
 
     def argv(self) -> list[str]:
         return [PYTHON, str(self.script), *self.args]
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 class Manager:
     name = "?"
-    notes: dict[str, str] = {}     # workload -> what this manager does differently
+    notes: dict[str, str] = {}  # workload -> what this manager does differently
 
     def __init__(self, root: Path):
-        self.root = root           # this manager's own temp home; everything lives below it
+        self.root = root  # this manager's own temp home; everything lives below it
         self.root.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ)
 
@@ -62,15 +66,18 @@ class Manager:
             if names <= got:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: {len(names - got)} of {len(names)} apps not running "
-                                   f"after {timeout:.0f}s")
+                raise TimeoutError(
+                    f"{self.name}: {len(names - got)} of {len(names)} apps not running "
+                    f"after {timeout:.0f}s"
+                )
             time.sleep(0.02)
 
     def list_once(self) -> None:
         p = run(self.list_cmd(), self.env)
-        if p.returncode not in (0, 3):   # supervisorctl status exits 3 when one is not RUNNING
-            raise RuntimeError(f"{self.name}: {' '.join(self.list_cmd())} exited {p.returncode}: "
-                               f"{p.stderr[-300:]}")
+        if p.returncode not in (0, 3):  # supervisorctl status exits 3 when one is not RUNNING
+            raise RuntimeError(
+                f"{self.name}: {' '.join(self.list_cmd())} exited {p.returncode}: {p.stderr[-300:]}"
+            )
 
     def own_processes(self) -> list[psutil.Process]:
         """The manager's own processes: its daemon and its descendants that are not apps."""
@@ -139,13 +146,20 @@ class Corral(Manager):
     def start(self, apps: list[App]) -> None:
         lines = ["apps:"]
         for a in apps:
-            lines += [f"  - name: {a.name}", f"    script: {a.script}",
-                      f"    interpreter: {PYTHON}"]
+            lines += [
+                f"  - name: {a.name}",
+                f"    script: {a.script}",
+                f"    interpreter: {PYTHON}",
+            ]
             if a.args:
                 lines.append(f"    args: {json.dumps(a.args)}")
             if a.crash:
-                lines += ["    autorestart: true", "    restart_delay: 0s",
-                          "    max_restarts: 1000000", "    min_uptime: 0s"]
+                lines += [
+                    "    autorestart: true",
+                    "    restart_delay: 0s",
+                    "    max_restarts: 1000000",
+                    "    min_uptime: 0s",
+                ]
         cfg = self.root / "corral.yaml"
         cfg.write_text("\n".join(lines) + "\n")
         p = run([self.bin, "start", str(cfg)], self.env, timeout=120)
@@ -178,8 +192,13 @@ class PM2(Manager):
     def start(self, apps: list[App]) -> None:
         cfg = {"apps": []}
         for a in apps:
-            d = {"name": a.name, "script": str(a.script), "interpreter": PYTHON,
-                 "args": a.args, "autorestart": True}
+            d = {
+                "name": a.name,
+                "script": str(a.script),
+                "interpreter": PYTHON,
+                "args": a.args,
+                "autorestart": True,
+            }
             if a.crash:
                 d.update(restart_delay=0, max_restarts=1000000, min_uptime=0)
             cfg["apps"].append(d)
@@ -192,7 +211,7 @@ class PM2(Manager):
     def running(self) -> set[str]:
         p = run([*self.bin, "jlist"], self.env)
         s = p.stdout
-        data = json.loads(s[s.index("["):]) if "[" in s else []
+        data = json.loads(s[s.index("[") :]) if "[" in s else []
         return {x["name"] for x in data if x.get("pm2_env", {}).get("status") == "online"}
 
     def list_cmd(self) -> list[str]:
@@ -236,8 +255,10 @@ serverurl=unix://{self.sock}
 """
         for a in apps:
             # startsecs=0: RUNNING as soon as it is spawned, as the other managers report it
-            text += (f"\n[program:{a.name}]\ncommand={' '.join(a.argv())}\nautostart=true\n"
-                     f"autorestart=true\nstartsecs=0\nstartretries=1000000\n")
+            text += (
+                f"\n[program:{a.name}]\ncommand={' '.join(a.argv())}\nautostart=true\n"
+                f"autorestart=true\nstartsecs=0\nstartretries=1000000\n"
+            )
         self.conf.write_text(text)
         p = run([str(peers.venv_bin("supervisord")), "-c", str(self.conf)], self.env)
         if p.returncode != 0:
@@ -270,7 +291,13 @@ class Circus(Manager):
         self.ini = root / "circus.ini"
         self.endpoint = f"ipc://{root}/endpoint.sock"
         self.pidfile = root / "circusd.pid"
-        self.ctl = [str(peers.venv_bin("circusctl")), "--endpoint", self.endpoint, "--timeout", "30"]
+        self.ctl = [
+            str(peers.venv_bin("circusctl")),
+            "--endpoint",
+            self.endpoint,
+            "--timeout",
+            "30",
+        ]
 
     def start(self, apps: list[App]) -> None:
         text = f"""[circus]
@@ -281,11 +308,23 @@ pidfile = {self.pidfile}
 logoutput = {self.root}/circusd.log
 """
         for a in apps:
-            text += (f"\n[watcher:{a.name}]\ncmd = {' '.join(a.argv())}\nnumprocesses = 1\n"
-                     f"respawn = True\nmax_retry = -1\nwarmup_delay = 0\n")
+            text += (
+                f"\n[watcher:{a.name}]\ncmd = {' '.join(a.argv())}\nnumprocesses = 1\n"
+                f"respawn = True\nmax_retry = -1\nwarmup_delay = 0\n"
+            )
         self.ini.write_text(text)
-        p = run([str(peers.venv_bin("circusd")), "--daemon", "--pidfile", str(self.pidfile),
-                 "--log-output", str(self.root / "circusd.log"), str(self.ini)], self.env)
+        p = run(
+            [
+                str(peers.venv_bin("circusd")),
+                "--daemon",
+                "--pidfile",
+                str(self.pidfile),
+                "--log-output",
+                str(self.root / "circusd.log"),
+                str(self.ini),
+            ],
+            self.env,
+        )
         if p.returncode != 0:
             raise RuntimeError(f"circusd: {p.stderr[-300:]}")
 
@@ -309,4 +348,8 @@ logoutput = {self.root}/circusd.log
 
 
 ADAPTERS: dict[str, type[Manager]] = {
-    "corral": Corral, "pm2": PM2, "supervisor": Supervisor, "circus": Circus}
+    "corral": Corral,
+    "pm2": PM2,
+    "supervisor": Supervisor,
+    "circus": Circus,
+}

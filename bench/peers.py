@@ -19,7 +19,7 @@ PM2_BIN = NPM_PREFIX / "node_modules" / "pm2" / "bin" / "pm2"
 class Peer:
     name: str
     ok: bool
-    why: str = ""          # why it is unavailable
+    why: str = ""  # why it is unavailable
     version: str = ""
 
 
@@ -40,12 +40,20 @@ def install_pm2() -> Peer:
     if node is None or shutil.which("npm") is None:
         return Peer("pm2", False, "node/npm not found on PATH")
     if not PM2_BIN.exists():
-        print("bench: installing pm2 from the npm registry into bench/.cache/npm ...", file=sys.stderr)
+        print(
+            "bench: installing pm2 from the npm registry into bench/.cache/npm ...", file=sys.stderr
+        )
         rc, out = _run(["npm", "install", "--ignore-scripts", "--prefix", str(NPM_PREFIX), "pm2"])
         if rc != 0 or not PM2_BIN.exists():
             return Peer("pm2", False, f"npm install pm2 failed: {out[-300:]}")
     _, nodev = _run([node, "--version"])
-    rc, ver = _run([node, "-e", f"console.log(require({str(PM2_BIN.parent.parent / 'package.json')!r}).version)"])
+    rc, ver = _run(
+        [
+            node,
+            "-e",
+            f"console.log(require({str(PM2_BIN.parent.parent / 'package.json')!r}).version)",
+        ]
+    )
     return Peer("pm2", True, version=f"{ver if rc == 0 else '?'} (node {nodev})")
 
 
@@ -63,12 +71,19 @@ def _install_pip(pkg: str, probe: str) -> Peer:
     if err:
         return Peer(pkg, False, err)
     if not venv_bin(probe).exists():
-        print(f"bench: installing {pkg} from PyPI into bench/.cache/peers-venv ...", file=sys.stderr)
+        print(
+            f"bench: installing {pkg} from PyPI into bench/.cache/peers-venv ...", file=sys.stderr
+        )
         rc, out = _run([str(venv_bin("pip")), "install", "-q", pkg])
         if rc != 0 or not venv_bin(probe).exists():
             return Peer(pkg, False, f"pip install {pkg} failed: {out[-300:]}")
-    rc, ver = _run([str(venv_bin("python")), "-c",
-                    f"import importlib.metadata as m; print(m.version({pkg!r}))"])
+    rc, ver = _run(
+        [
+            str(venv_bin("python")),
+            "-c",
+            f"import importlib.metadata as m; print(m.version({pkg!r}))",
+        ]
+    )
     return Peer(pkg, True, version=ver if rc == 0 else "?")
 
 

@@ -33,10 +33,14 @@ def machine() -> list[tuple[str, str]]:
         node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     except OSError:
         node = "not found"
-    return [("CPU", cpu), ("cores", str(os.cpu_count())),
-            ("memory", f"{psutil.virtual_memory().total / 2**30:.1f} GiB"),
-            ("kernel", f"{platform.system()} {platform.release()}"),
-            ("Python", platform.python_version()), ("node", node or "?")]
+    return [
+        ("CPU", cpu),
+        ("cores", str(os.cpu_count())),
+        ("memory", f"{psutil.virtual_memory().total / 2**30:.1f} GiB"),
+        ("kernel", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("node", node or "?"),
+    ]
 
 
 def table(results, notes, managers: list[str], only: list[str]) -> tuple[str, list[str]]:
@@ -68,7 +72,7 @@ def table(results, notes, managers: list[str], only: list[str]) -> tuple[str, li
             else:
                 c = "n/a " + note(f"{m}, {w.key}: {n or 'no result'}")
             cells.append(c)
-        for p in (peers if ratio_cols else []):
+        for p in peers if ratio_cols else []:
             if "corral" in med and p in med and med[p] > 0:
                 cells.append(f"{med['corral'] / med[p]:.2f}x")
             else:
@@ -77,15 +81,29 @@ def table(results, notes, managers: list[str], only: list[str]) -> tuple[str, li
     return "\n".join(rows), [f"[{i + 1}] {t}" for i, t in enumerate(foot)]
 
 
-def write_doc(command: str, tab: str, foot: list[str], peers, settings, repeat: int,
-              baseline: float | None, runtime: float) -> None:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def write_doc(
+    command: str,
+    tab: str,
+    foot: list[str],
+    peers,
+    settings,
+    repeat: int,
+    baseline: float | None,
+    runtime: float,
+) -> None:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     mach = "\n".join(f"- {k}: {v}" for k, v in machine())
-    vers = "\n".join(f"- {p.name}: {p.version if p.ok else 'unavailable: ' + p.why}"
-                     for p in peers.values())
-    base = "" if baseline is None else (
-        f"\nFor scale: starting the crash script's Python interpreter directly, from `spawn` to its "
-        f"first line, takes {baseline:.1f} ms on this machine; every respawn includes that.\n")
+    vers = "\n".join(
+        f"- {p.name}: {p.version if p.ok else 'unavailable: ' + p.why}" for p in peers.values()
+    )
+    base = (
+        ""
+        if baseline is None
+        else (
+            f"\nFor scale: starting the crash script's Python interpreter directly, from `spawn` to its "
+            f"first line, takes {baseline:.1f} ms on this machine; every respawn includes that.\n"
+        )
+    )
     text = f"""# Benchmarks
 
 Run them (from the repository root; not part of the test suite):
@@ -114,7 +132,7 @@ better everywhere; `corral/X` is corral's median divided by X's (below 1: corral
 
 {tab}
 
-{chr(10).join(foot) if foot else ''}
+{chr(10).join(foot) if foot else ""}
 
 ### The machine
 
@@ -127,7 +145,7 @@ better everywhere; `corral/X` is corral's median divided by X's (below 1: corral
 ## What each workload measures
 
 Every app is a small Python script run by the same interpreter for every manager
-(`{__import__('bench.managers').managers.PYTHON}`). One session per run and manager covers
+(`{__import__("bench.managers").managers.PYTHON}`). One session per run and manager covers
 workloads 1-4; workload 5 has its own session.
 
 1. **start**: {settings.apps} idle apps (`import time; time.sleep(10**6)`), from a cold start

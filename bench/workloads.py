@@ -14,7 +14,7 @@ from .managers import App, Manager
 IDLE = "import time; time.sleep(10**6)\n"
 
 # Writes its start time, then (until `limit` starts were written) its exit time, and exits 1.
-CRASH = '''import os, sys, time
+CRASH = """import os, sys, time
 t = time.time()
 path, limit = sys.argv[1], int(sys.argv[2])
 with open(path, "a") as f:
@@ -26,7 +26,7 @@ if n > limit:
 with open(path, "a") as f:
     f.write(f"exit {os.getpid()} {time.time()!r}\\n")
 os._exit(1)
-'''
+"""
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Workload:
     key: str
     title: str
     unit: str
-    group: str          # workloads of one group share one manager session
+    group: str  # workloads of one group share one manager session
 
 
 WORKLOADS = [
@@ -83,7 +83,7 @@ def run_idle(m: Manager, s: Settings, want: set[str]) -> dict[str, float]:
     m.wait_running(names, s.start_timeout)
     res["start"] = time.perf_counter() - t0
 
-    time.sleep(2.0)   # let the start-up settle
+    time.sleep(2.0)  # let the start-up settle
     procs = m.own_processes()
     if "rss" in want:
         rss = 0
@@ -139,8 +139,11 @@ def run_crash(m: Manager, s: Settings) -> tuple[float, str]:
             last_exit = None
     if not lat:
         raise RuntimeError(f"{m.name}: no respawn seen in {s.crash_timeout:.0f}s")
-    note = "" if len(lat) >= s.crashes else \
-        f"only {len(lat)} of {s.crashes} respawns in {s.crash_timeout:.0f}s"
+    note = (
+        ""
+        if len(lat) >= s.crashes
+        else f"only {len(lat)} of {s.crashes} respawns in {s.crash_timeout:.0f}s"
+    )
     return statistics.median(lat), note
 
 
@@ -150,6 +153,7 @@ def baseline_python_startup(n: int = 10) -> float:
     import tempfile
 
     from .managers import PYTHON
+
     vals = []
     with tempfile.TemporaryDirectory() as d:
         script = Path(d, "crash.py")
