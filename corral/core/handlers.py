@@ -4,6 +4,7 @@ a request is untrusted input, and a bad one gets an error reply with nothing tou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -18,6 +19,7 @@ from corral.config.schema import app_from_dict
 from corral.core.app import App
 from corral.core.environment import build_environment
 from corral.core.lifecycle import State
+from corral.core.logtail import Source, read_tails
 from corral.core.records import process_record
 from corral.core.settings import KNOWN, check_key
 from corral.core.state_store import DumpError, DumpRefused, DumpStore
@@ -27,6 +29,12 @@ from corral.protocol.commands import Command
 from corral.protocol.wire import ErrorCode, ProtocolError
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+TAIL_MAX_LINES = 10_000
+TAIL_BUDGET = 3 * 1024 * 1024
+"""Bytes the lines of one `tail` answer may take: well inside MAX_MESSAGE_BYTES."""
+TAIL_SETTLE = 1.0
+"""How long `tail` waits for output already captured to reach the files."""
 
 
 def _bad(message: str) -> ProtocolError:
@@ -110,6 +118,7 @@ class Handlers:
             Command.FLUSH: self.flush,
             Command.RELOAD_LOGS: self.reload_logs,
             Command.LOG_FILES: self.log_files,
+            Command.TAIL: self.tail,
             Command.SAVE: self.save,
             Command.RESURRECT: self.resurrect,
             Command.HOST: self.host,
@@ -329,6 +338,41 @@ class Handlers:
                     {"name": app.name, "instance": inst.number, "out": str(out), "err": str(err)}
                 )
         return result
+
+    async def tail(self, args: dict[str, Any]) -> Any:
+        count = args.get("lines", 100)
+        if (
+            not isinstance(count, int)
+            or isinstance(count, bool)
+            or not 1 <= count <= TAIL_MAX_LINES
+        ):
+            raise _bad(f"'lines' must be a whole number from 1 to {TAIL_MAX_LINES}")
+        stream = args.get("stream", "both")
+        if stream not in ("out", "err", "both"):
+            raise _bad("'stream' must be 'out', 'err' or 'both'")
+        streams = ("out", "err") if stream == "both" else (stream,)
+        sources: list[Source] = []
+        seen: set[Path] = set()  # merged logs: several instances, one file
+        for app in self.sup.resolve(_targets(args)):
+            for inst in app.sorted_instances():
+                out, err = app.log_paths(self.sup.logs_dir, inst.number)
+                paths = {"out": out, "err": err}
+                for name in streams:
+                    if paths[name] not in seen:
+                        seen.add(paths[name])
+                        sources.append(Source(app.name, inst.number, name, paths[name]))
+        # Lines the daemon has read from the pipes but not written yet belong in the answer;
+        # a slow disk only delays it by TAIL_SETTLE.
+        with contextlib.suppress(TimeoutError, OSError):
+            drained = asyncio.wrap_future(self.sup.log_writer.drained())
+            await asyncio.wait_for(asyncio.shield(drained), TAIL_SETTLE)
+        try:
+            return await asyncio.to_thread(read_tails, sources, count, TAIL_BUDGET)
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            raise ProtocolError(
+                ErrorCode.CONFLICT, f"cannot read the log file{where}: {exc.strerror or exc}"
+            ) from None
 
     async def flush(self, args: dict[str, Any]) -> Any:
         files = await self.log_files(args)

@@ -43,6 +43,13 @@ class Command(StrEnum):
     """{} -> {"reopened": int}"""
     LOG_FILES = "log_files"
     """{"target": str | null} -> [{"name", "instance", "out", "err"}]"""
+    TAIL = "tail"
+    """{"target": str, "lines": int (1..10000, default 100), "stream": "out" | "err" |
+    "both" (default)} -> [{"name", "instance", "stream", "line"}]: the last `lines` lines
+    of each current log file of the target's instances, oldest first, file by file (out
+    before err). Read from the end of each file; a line over 64 KiB keeps its start and
+    ends with a "[… line cut: N bytes]" marker; the oldest lines are left out when the
+    answer would not fit in one message."""
     SAVE = "save"
     """{"force": bool} -> {"path": str, "apps": int}"""
     RESURRECT = "resurrect"
