@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from corral.core.logtail import CUT_MARKER, MAX_LINE
@@ -22,18 +24,18 @@ time.sleep(600)
 """
 
 
-def tail(daemon: Corral, target: str, **args: object) -> list[dict[str, object]]:
+def tail(daemon: Corral, target: str, **args: object) -> list[dict[str, Any]]:
     return list(daemon.call("tail", target=target, **args))
 
 
-def lines_of(entries: list[dict[str, object]], stream: str) -> list[object]:
-    return [e["line"] for e in entries if e["stream"] == stream]
+def lines_of(entries: list[dict[str, Any]], stream: str) -> list[str]:
+    return [str(e["line"]) for e in entries if e["stream"] == stream]
 
 
-def started(daemon: Corral, name: str, count: int, **config: object) -> None:
+def started(daemon: Corral, name: str, count: int, **config: Any) -> None:
     """Start a PRINTER app and wait until each of its instances has written everything."""
     daemon.start_app(name, PRINTER.format(count=count, long=10), **config)
-    files = int(str(config.get("instances", 1)))
+    files = int(config.get("instances", 1))
 
     def done() -> bool:
         last = tail(daemon, name, lines=1)
