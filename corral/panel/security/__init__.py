@@ -1,0 +1,1 @@
+"""The panel's security primitives: passwords, TOTP, throttling, tokens, headers, origins."""
