@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     _tolerant_output()
     ns: Any
+    if args and args[0] == "panel":  # the web panel has its own command line
+        from corral.panel.cli import main as panel_main
+
+        return panel_main(args[1:])
     if len(args) == 1 and args[0] in _BARE_VERBS:
         ns = SimpleNamespace(verb=_BARE_VERBS[args[0]])
     else:

@@ -1,0 +1,1 @@
+"""The web control panel (SPEC 2)."""

@@ -1,0 +1,1 @@
+"""The panel's storage: SQLAlchemy models, the engine, Alembic migrations."""
