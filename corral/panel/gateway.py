@@ -1,0 +1,571 @@
+"""The panel's only way to a tenant's apps: that tenant's daemon socket (SPEC 2.2).
+
+Synchronous on purpose: panel routes run in a threadpool. Every call opens its own
+connection (a daemon that restarts never leaves a broken one behind); `follow` keeps one
+for its subscription. How a daemon gets started is a `DaemonStarter`: `DevStarter` spawns
+it under the panel's own uid, as the CLI does; under tenant isolation a privileged
+helper that runs it as the tenant's user takes its place.
+
+Methods that take an app `name` match that name exactly (never an id, `all` or a regex);
+`act` and `call` take any daemon target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import re
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from corral.cli.commands import LineJoiner
+from corral.cli.connect import (
+    CONNECT_TIMEOUT,
+    START_TIMEOUT,
+    SUN_PATH_MAX,
+    DaemonUnavailable,
+    spawn_daemon,
+    wait_for_daemon,
+)
+from corral.config.model import NAME_RE
+from corral.paths import Home
+from corral.protocol.client import ControlClient
+from corral.protocol.wire import ErrorCode, ProtocolError
+
+if TYPE_CHECKING:
+    import subprocess
+    from types import TracebackType
+
+CALL_TIMEOUT = 120.0
+"""How long a reply may take: a stop waits for the apps' kill_timeout, a reload for
+readiness."""
+TAIL_MAX_LINES = 10_000
+FOLLOW_BUFFER = 1000
+"""Events `aiter_follow` holds for a slow consumer; past that the daemon drops (and
+counts) events for this subscriber, it never slows down."""
+
+Verb = Literal["start", "stop", "restart", "reload", "reset"]
+Stream = Literal["out", "err", "both"]
+VERBS: tuple[Verb, ...] = ("start", "stop", "restart", "reload", "reset")
+_COUNT_RE = re.compile(r"[+-]?[0-9]{1,6}")
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class GatewayError(Exception):
+    """A call to a tenant's daemon failed; `str(exc)` is one line to show the user.
+
+    `code` is the daemon's error code when the daemon answered with an error.
+    """
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class DaemonDown(GatewayError):
+    """The daemon cannot be reached or started, or stopped answering."""
+
+
+class NotFound(GatewayError):
+    """No such app in this tenant (or a file the request names does not exist)."""
+
+
+class Refused(GatewayError):
+    """The daemon (or this gateway) refused the request: a bad argument, an app already
+    running, a conflict."""
+
+
+_NOT_FOUND = frozenset({ErrorCode.UNKNOWN_TARGET, ErrorCode.NOT_FOUND})
+_REFUSED = frozenset(
+    {
+        ErrorCode.INVALID_ARGUMENT,
+        ErrorCode.ALREADY_RUNNING,
+        ErrorCode.CONFLICT,
+        ErrorCode.BAD_REQUEST,
+    }
+)
+
+
+def _mapped(exc: ProtocolError) -> GatewayError:
+    if exc.code in _NOT_FOUND:
+        return NotFound(exc.message, exc.code)
+    if exc.code in _REFUSED:
+        return Refused(exc.message, exc.code)
+    return GatewayError(exc.message, exc.code)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def _talking(cmd: str, timeout: float) -> Iterator[None]:
+    """Map what can go wrong in one exchange with the daemon to GatewayErrors."""
+    try:
+        yield
+    except ProtocolError as exc:
+        raise _mapped(exc) from None
+    except TimeoutError:
+        raise DaemonDown(f"the daemon did not answer {cmd!r} within {timeout:g} s") from None
+    except OSError as exc:  # ConnectionError: it closed the connection
+        raise DaemonDown(f"lost the connection to the daemon: {_reason(exc)}") from None
+
+
+@contextlib.contextmanager
+def _app_named(name: str) -> Iterator[None]:
+    """An unknown target, for a request about app `name`, is said in its words."""
+    try:
+        yield
+    except NotFound as exc:
+        if exc.code is ErrorCode.UNKNOWN_TARGET:
+            raise NotFound(f"no app named {name!r}", exc.code) from None
+        raise
+
+
+# --- starting a daemon -------------------------------------------------------------------
+
+
+class DaemonStarter(Protocol):
+    """Starts the daemon of one corral home."""
+
+    def start(self, home: Home) -> None:
+        """Start the daemon of `home` unless one runs, and return once its socket accepts
+        connections. Raise `DaemonDown`, with a message for the user, when it cannot."""
+
+
+class DevStarter:
+    """Development mode: `python -m corral.core.daemon` under the panel's own uid, with
+    CORRAL_HOME set, spawned and awaited exactly as the CLI does it.
+
+    The daemons are children of the panel: `reap` collects those that exited (every
+    `start` does it too).
+    """
+
+    def __init__(self, timeout: float = START_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._home_locks: dict[Home, threading.Lock] = {}
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def start(self, home: Home) -> None:
+        owner = home.root.parent
+        if not owner.is_dir():  # never create a tenant home as a side effect
+            raise DaemonDown(f"cannot start the daemon: {owner} does not exist")
+        with self._lock_of(home):  # two requests at once start one daemon
+            self.reap()
+            with contextlib.suppress(OSError):
+                ControlClient.connect(home.socket, timeout=CONNECT_TIMEOUT).close()
+                return  # started by an earlier request
+            try:
+                home.ensure()
+            except OSError as exc:
+                raise DaemonDown(f"cannot create {home.root}: {_reason(exc)}") from None
+            try:
+                proc = spawn_daemon(home)
+                with self._lock:
+                    self._children.append(proc)
+                wait_for_daemon(home, proc, self.timeout).close()
+            except DaemonUnavailable as exc:
+                raise DaemonDown(str(exc)) from None
+
+    def reap(self) -> None:
+        """Collect the exit status of spawned daemons that have exited (no zombies)."""
+        with self._lock:
+            self._children = [proc for proc in self._children if proc.poll() is None]
+
+    def _lock_of(self, home: Home) -> threading.Lock:
+        with self._lock:
+            return self._home_locks.setdefault(home, threading.Lock())
+
+
+class NoAutostart:
+    """A starter that never starts anything: for callers that must not wake a tenant's
+    daemon (a periodic sampler), or a deployment where daemons are started elsewhere."""
+
+    def start(self, home: Home) -> None:
+        raise DaemonDown(f"the daemon is not running (no socket at {home.socket})")
+
+
+_dev_starter = DevStarter()
+
+
+def default_starter() -> DaemonStarter:
+    """The starter used when none is given: one shared `DevStarter` per process."""
+    return _dev_starter
+
+
+# --- following events --------------------------------------------------------------------
+
+
+class Follow:
+    """The events of one subscription, as an iterator of dicts:
+
+    - `{"type": "log", "name", "instance", "stream", "line"}`: one whole line (chunks
+      from the pipes are joined back into lines);
+    - the daemon's own events (`transition`, `deleted`, `dropped`), as docs/PROTOCOL.md
+      describes them; with a `name`, only that app's.
+
+    `close()` may be called from any thread: a reader blocked in `next()` wakes up and
+    the iteration ends. If the daemon goes away instead, the iteration raises
+    `DaemonDown` (after the lines it had sent). Iterate from one thread at a time.
+    """
+
+    def __init__(self, client: ControlClient, sock: socket.socket, name: str | None) -> None:
+        self._client = client
+        self._sock = sock
+        self._name = name
+        self._joiner = LineJoiner()
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._failure: GatewayError | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._reading = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            reading = self._reading
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv()
+        if not reading:
+            self._client.close()  # else the reader closes it on its way out
+
+    def __enter__(self) -> Follow:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            message = self._read()
+            if message is None:
+                raise StopIteration
+            event = message.get("event")
+            if isinstance(event, dict):
+                self._pending.extend(self._convert(event))
+
+    def _read(self) -> dict[str, Any] | None:
+        """The next message ({} for none); None once `close()` was called."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._reading = True
+        try:
+            message = self._client.read()
+        except ProtocolError:
+            message = {}  # a line out of frame: skip it
+        except OSError as exc:  # ConnectionError: the daemon went away
+            if self._done_reading(over=True):
+                return None
+            self._pending.extend(self._leftovers())
+            self._failure = DaemonDown(f"the event stream ended: {_reason(exc)}")
+            return {}
+        except BaseException:
+            self._done_reading(over=True)
+            raise
+        return None if self._done_reading(over=False) else message
+
+    def _done_reading(self, *, over: bool) -> bool:
+        """Leave the reading state, closing the connection if it is over; True if
+        `close()` was called meanwhile (then the iteration ends quietly)."""
+        with self._lock:
+            self._reading = False
+            closed_by_us = self._closed
+            self._closed = closed_by_us or over
+        if self._closed:
+            self._client.close()
+        return closed_by_us
+
+    def _convert(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = event.get("type")
+        if kind == "log":
+            name, instance, stream = (
+                str(event.get("name")),
+                event.get("instance", 0),
+                event.get("stream"),
+            )
+            return [
+                {"type": "log", "name": name, "instance": instance, "stream": stream, "line": line}
+                for line in self._joiner.feed(
+                    name, instance, str(stream), str(event.get("data", ""))
+                )
+            ]
+        if self._name is not None and "name" in event and event["name"] != self._name:
+            return []
+        return [event]
+
+    def _leftovers(self) -> list[dict[str, Any]]:
+        return [
+            {"type": "log", "name": name, "instance": instance, "stream": stream, "line": line}
+            for name, instance, stream, line in self._joiner.flush()
+        ]
+
+
+# --- the gateway -------------------------------------------------------------------------
+
+
+def _exact(name: str) -> str:
+    """A daemon target matching the app called `name` and nothing else."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise NotFound(f"no app named {name!r}", ErrorCode.UNKNOWN_TARGET)
+    return f"/^{re.escape(name)}$/"
+
+
+class TenantDaemon:
+    """One tenant's daemon, reached at `<home>/.corral/corral.sock`.
+
+    `starter` starts the daemon when its socket is absent (default: `default_starter()`,
+    development mode). Cheap to create: make one per request.
+    """
+
+    def __init__(
+        self, home: Path, starter: DaemonStarter | None = None, *, timeout: float = CALL_TIMEOUT
+    ) -> None:
+        self.home = home
+        self.corral_home = Home(home / ".corral")
+        self.starter: DaemonStarter = starter if starter is not None else default_starter()
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"TenantDaemon({str(self.home)!r})"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.corral_home.socket
+
+    # --- the protocol
+
+    def call(self, cmd: str, /, **args: Any) -> Any:
+        """Send one command and return its result; every failure is a GatewayError."""
+        with ControlClient(self._connect()) as client, _talking(cmd, self.timeout):
+            client.set_timeout(self.timeout)
+            return client.call(cmd, **args)
+
+    def _connect(self) -> socket.socket:
+        path = self.socket_path
+        if len(os.fsencode(path)) > SUN_PATH_MAX:
+            raise DaemonDown(
+                f"the socket path {path} is longer than {SUN_PATH_MAX} bytes, the limit of "
+                "unix sockets: the tenant needs a shorter home"
+            )
+        try:
+            return _open(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass  # nobody listens there: start it
+        except OSError as exc:
+            raise DaemonDown(f"cannot reach the daemon at {path}: {_reason(exc)}") from None
+        self.starter.start(self.corral_home)
+        try:
+            return _open(path)
+        except OSError as exc:
+            raise DaemonDown(
+                f"the daemon was started but {path} refuses connections: {_reason(exc)}"
+            ) from None
+
+    def _named(self, cmd: str, name: str, **args: Any) -> Any:
+        with _app_named(name):
+            return self.call(cmd, target=_exact(name), **args)
+
+    # --- commands
+
+    def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("ping")
+        return result
+
+    def processes(self) -> list[dict[str, Any]]:
+        """Every instance of every app, as process records (`corral jlist`)."""
+        return list(self.call("list"))
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """{"id", "name", "config", "env_name", "desired", "created_at", "instances",
+        "events"} of one app."""
+        for app in self._named("describe", name):
+            if app.get("name") == name:
+                result: dict[str, Any] = app
+                return result
+        raise NotFound(f"no app named {name!r}", ErrorCode.UNKNOWN_TARGET)
+
+    def start(
+        self,
+        apps: list[dict[str, Any]],
+        *,
+        cli_env: dict[str, str] | None = None,
+        env_name: str | None = None,
+        force: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Add and start apps given as `AppConfig.to_dict()` dicts (what the CLI sends).
+
+        `cli_env` is the base environment of the apps (None: only their own `env`);
+        `force` replaces running apps of the same names with the new config and restarts
+        them (how an edited config is applied)."""
+        return list(self.call("start", apps=apps, cli_env=cli_env, env_name=env_name, force=force))
+
+    def act(self, verb: Verb, target: str) -> list[dict[str, Any]]:
+        """start, stop, restart, reload or reset existing apps (any daemon target)."""
+        if verb not in VERBS:
+            raise Refused(f"unknown action {verb!r}: expected one of {', '.join(VERBS)}")
+        return list(self.call(verb, target=target))
+
+    def scale(self, name: str, count: str) -> list[dict[str, Any]]:
+        """Set the number of instances: "N", or "+N"/"-N" relative to the current one."""
+        if not isinstance(count, str) or not _COUNT_RE.fullmatch(count.strip()):
+            raise Refused(f"instances: expected N, +N or -N, got {count!r}")
+        return list(self._named("scale", name, count=count.strip()))
+
+    def delete(self, name: str) -> list[str]:
+        """Stop the app and forget it; the names deleted."""
+        return list(self._named("delete", name)["deleted"])
+
+    def tail(self, name: str, lines: int = 100, stream: Stream = "both") -> list[dict[str, Any]]:
+        """The last `lines` lines of each of the app's current log files, as
+        {"name", "instance", "stream", "line"}, oldest first, file by file."""
+        if (
+            isinstance(lines, bool)
+            or not isinstance(lines, int)
+            or not 1 <= lines <= TAIL_MAX_LINES
+        ):
+            raise Refused(f"lines: expected a whole number from 1 to {TAIL_MAX_LINES}")
+        if stream not in ("out", "err", "both"):
+            raise Refused(f"stream: expected out, err or both, got {stream!r}")
+        return list(self._named("tail", name, lines=lines, stream=stream))
+
+    def flush(self, name: str) -> list[str]:
+        """Empty the app's log files; the paths emptied."""
+        return list(self._named("flush", name)["flushed"])
+
+    def env(self, name: str) -> list[dict[str, Any]]:
+        """The environment of each instance: [{"name", "instance", "env"}]."""
+        return list(self._named("env", name))
+
+    def host(self) -> dict[str, Any]:
+        """Load, memory, swap and CPU of the machine, as the daemon samples them."""
+        result: dict[str, Any] = self.call("host")
+        return result
+
+    # --- streams
+
+    def follow(self, name: str | None = None, *, events: bool, logs: bool = True) -> Follow:
+        """Subscribe: log lines of app `name` (every app with None) unless `logs` is
+        False, and process events (of that app only, with a name) if `events`."""
+        if not (events or logs):
+            raise Refused("nothing to follow: ask for log lines, events or both")
+        args: dict[str, Any] = {"events": events}
+        if logs:
+            args["logs"] = None if name is None else _exact(name)
+        elif name is not None:
+            self.describe(name)  # an unknown app is NotFound here too
+        sock = self._connect()
+        client = ControlClient(sock)
+        try:
+            named = contextlib.nullcontext() if name is None else _app_named(name)
+            with named, _talking("subscribe", self.timeout):
+                client.set_timeout(self.timeout)
+                client.call("subscribe", **args)
+            client.set_timeout(None)  # events come when they come
+        except BaseException:
+            client.close()
+            raise
+        return Follow(client, sock, name)
+
+    async def aiter_follow(
+        self, name: str | None = None, *, events: bool, logs: bool = True
+    ) -> AsyncIterator[dict[str, Any]]:
+        """`follow` for an asyncio consumer: a thread reads, the events arrive here.
+
+        When the consumer stops (breaks out, is cancelled, closes the generator), the
+        subscription is closed and the thread ends on its own; errors (NotFound, a daemon
+        that went away) are raised here.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        room = threading.Semaphore(FOLLOW_BUFFER)
+        stop = threading.Event()
+        opened: list[Follow] = []
+        guard = threading.Lock()
+
+        def post(kind: str, value: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def pump() -> None:
+            try:
+                follow = self.follow(name, events=events, logs=logs)
+            except Exception as exc:
+                post("error", exc)
+                return
+            with guard:
+                if stop.is_set():
+                    follow.close()
+                    return
+                opened.append(follow)
+            try:
+                for event in follow:
+                    room.acquire()  # a slow consumer holds the reader back
+                    if stop.is_set():
+                        return
+                    post("event", event)
+            except Exception as exc:
+                post("error", exc)
+                return
+            finally:
+                follow.close()
+            post("end", None)
+
+        thread = threading.Thread(target=pump, name=f"corral-follow {self.home}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "event":
+                    room.release()
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            with guard:
+                stop.set()
+                to_close = list(opened)
+            for follow in to_close:
+                follow.close()  # never blocks: the reader thread closes the socket
+            room.release()  # a reader waiting for room sees `stop`
+
+
+def _open(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    return sock
