@@ -3,6 +3,9 @@ real headless Chromium. The heavy parts live in tests/support/; this file wires 
 
 With pytest-xdist every worker that needs them starts its own PostgreSQL server and its
 own Chromium, once; each test still gets a fresh database and a fresh browser context.
+Browser tests are plain sync functions (Playwright's sync API refuses to run inside an
+asyncio loop): serve the panel from a thread or a process. A test that wants a browser of
+its own nests `tests.support.browser.chromium()`, which shares this thread's driver.
 """
 
 from __future__ import annotations

@@ -259,34 +259,58 @@ def test_each_test_gets_its_own_cookies(
         assert other.page.evaluate("document.cookie") == ""
 
 
-@pytest.mark.slow
-def test_chromium_and_driver_stop_even_when_the_user_fails() -> None:
-    parent = Path(tempfile.mkdtemp(prefix="crl-t-"))  # short: Chromium puts a socket there
+def launch_and_fail(parent: Path) -> dict[psutil.Process, str]:
+    """Launch Chromium in `parent`, load a page, fail; return the processes that came up."""
     me = psutil.Process()
     before = set(me.children(recursive=True))
     seen: dict[psutil.Process, str] = {}
-    failures: list[BaseException] = []
+    with pytest.raises(RuntimeError, match="test body failed"), chromium(parent) as launched:
+        launched.new_page().set_content("<title>x</title>")
+        seen.update((proc, proc.name()) for proc in set(me.children(recursive=True)) - before)
+        raise RuntimeError("test body failed")
+    return seen
 
-    def use_and_fail() -> None:
-        with pytest.raises(RuntimeError, match="test body failed"), chromium(parent) as b:
-            b.new_page().set_content("<title>x</title>")
-            seen.update((proc, proc.name()) for proc in set(me.children(recursive=True)) - before)
-            raise RuntimeError("test body failed")
+
+@pytest.mark.slow
+def test_a_second_browser_stops_even_when_the_user_fails(tab: Tab, site: str) -> None:
+    # The session's browser is open in this thread: the second shares its driver.
+    parent = Path(tempfile.mkdtemp(prefix="crl-t-"))  # short: Chromium puts a socket there
+    try:
+        seen = launch_and_fail(parent)
+        leftovers = list(parent.iterdir())
+    finally:
+        shutil.rmtree(parent)
+    assert "chromium" in seen.values()
+    assert not any(name.startswith("node") for name in seen.values())  # it was there before
+    assert not [proc for proc in seen if running(proc)]
+    assert leftovers == []  # its temporary files went with it
+    tab.page.goto(site + "/")  # the session's browser is unharmed
+    assert tab.page.title() == "corral test page"
+
+
+@pytest.mark.slow
+def test_driver_and_chromium_stop_even_when_the_user_fails() -> None:
+    parent = Path(tempfile.mkdtemp(prefix="crl-t-"))
+    seen: dict[psutil.Process, str] = {}
+    failures: list[BaseException] = []
 
     def guarded() -> None:
         try:
-            use_and_fail()
+            seen.update(launch_and_fail(parent))
         except BaseException as exc:
             failures.append(exc)
 
-    # Its own thread: one thread holds one sync Playwright, and the session's may be here.
+    # A thread of its own has no driver yet: this launch starts one and must stop it.
     thread = threading.Thread(target=guarded)
     thread.start()
     thread.join(timeout=60)
-    leftovers = list(parent.iterdir())
-    shutil.rmtree(parent)
-    assert not thread.is_alive()
-    assert not failures, failures
+    try:
+        assert not thread.is_alive()
+        assert not failures, failures
+        leftovers = list(parent.iterdir())
+    finally:
+        shutil.rmtree(parent)
     assert "chromium" in seen.values()
+    assert any(name.startswith("node") for name in seen.values())  # Playwright's driver
     assert not [proc for proc in seen if running(proc)]
-    assert leftovers == []  # the profile and temporary files went with the browser
+    assert leftovers == []  # the driver's folder (profiles) and the browser's

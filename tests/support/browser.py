@@ -5,8 +5,8 @@ system binary as `executable_path`. The sync API cannot run inside a running asy
 loop, so everything here is plain synchronous code for plain sync fixtures; a server
 under test runs in another thread or process.
 
-Clean-up does not rely on Playwright alone: the driver (node) and every Chromium process
-under it are remembered as psutil objects, waited for after a normal close, and killed if
+Clean-up does not rely on Playwright alone: the driver (node) and each browser's process
+tree are remembered as psutil objects, waited for after a normal close, and killed if
 still there. psutil checks a process's start time before signalling it, so a pid reused
 after the browser exited is never touched.
 """
@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from playwright.sync_api import (
     BrowserContext,
     ConsoleMessage,
     Page,
+    Playwright,
     Request,
     Response,
     WebError,
@@ -85,11 +87,11 @@ def _is_driver(proc: psutil.Process) -> bool:
         return False
 
 
-def _descendants(processes: list[psutil.Process]) -> list[psutil.Process]:
+def _children(processes: list[psutil.Process], *, recursive: bool = False) -> list[psutil.Process]:
     found: list[psutil.Process] = []
     for proc in processes:
         with contextlib.suppress(psutil.Error):
-            found.extend(proc.children(recursive=True))
+            found.extend(proc.children(recursive=recursive))
     return found
 
 
@@ -102,48 +104,93 @@ def _stop_all(processes: list[psutil.Process]) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+@dataclass
+class _Driver:
+    playwright: Playwright
+    processes: list[psutil.Process]
+    users: int = 0
+
+
+# A thread can hold only one sync Playwright (a second start fails: "using Playwright Sync
+# API inside the asyncio loop"), so launches in one thread share its driver.
+_per_thread = threading.local()
+
+
+@contextmanager
+def _driver(parent: Path | None) -> Iterator[_Driver]:
+    """This thread's Playwright driver, started by the first user, stopped with the last.
+
+    It runs with TMPDIR set to a folder of its own, where Playwright makes each launch's
+    fresh user-data-dir and its artifacts; the folder is removed with the driver."""
+    driver: _Driver | None = getattr(_per_thread, "driver", None)
+    folder: Path | None = None
+    if driver is None:
+        folder = Path(tempfile.mkdtemp(prefix="crl-pw-", dir=parent))
+        me = psutil.Process()
+        before = set(me.children())
+        try:
+            # Meant for the driver's environment only; put back as soon as it has started.
+            with _environ("TMPDIR", str(folder)):
+                playwright = sync_playwright().start()
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        driver = _Driver(playwright, [p for p in set(me.children()) - before if _is_driver(p)])
+        _per_thread.driver = driver
+    driver.users += 1
+    try:
+        yield driver
+    finally:
+        driver.users -= 1
+        if driver.users == 0:
+            del _per_thread.driver
+            # Found before anything is told to go: once the driver exits, its orphans are not.
+            tree = [*driver.processes, *_children(driver.processes, recursive=True)]
+            try:
+                with contextlib.suppress(Exception):
+                    driver.playwright.stop()
+            finally:
+                _stop_all(tree)
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextmanager
 def chromium(parent: Path | None = None) -> Iterator[Browser]:
-    """Start the Playwright driver and a headless Chromium; always stop both.
+    """Launch a headless Chromium; always close it and kill whatever of it is left.
 
-    The driver runs with TMPDIR set to a new folder in `parent` (the system temp dir by
-    default), so Chromium's fresh profile (Playwright makes a new user-data-dir for every
-    launch), Playwright's artifacts and Chromium's own temporary files all live there, and
-    the folder is removed at the end. Keep `parent` short: Chromium puts a unix socket in it
-    and refuses to start when that path is longer than 107 bytes.
-
-    One sync Playwright per thread: a second launch while one is open needs another thread.
+    Chromium's own temporary files go to a new folder in `parent` (the system temp dir by
+    default), removed at the end. Keep `parent` short: Chromium puts a unix socket there and
+    will not start when that path is longer than 107 bytes. Launches may nest (the session's
+    browser and a test's own): they share the thread's Playwright driver.
     """
     executable = find_chromium()
-    me = psutil.Process()
-    before = set(me.children())
     workdir = Path(tempfile.mkdtemp(prefix="crl-chr-", dir=parent))
     try:
-        # Only the driver's environment is meant; the variable is put back at once.
-        with _environ("TMPDIR", str(workdir)):
-            playwright = sync_playwright().start()
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    drivers = [proc for proc in set(me.children()) - before if _is_driver(proc)]
-    browser: Browser | None = None
-    try:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
+        with _driver(parent) as driver:
+            before = set(_children(driver.processes))
+            browser: Browser | None = None
+            mine: list[psutil.Process] = []
+            try:
+                browser = driver.playwright.chromium.launch(
+                    executable_path=executable,
+                    headless=True,
+                    args=CHROMIUM_ARGS,
+                    env={**os.environ, "TMPDIR": str(workdir)},
+                )
+                # This browser's main process: the driver's new child (one thread, one launch).
+                mine = [p for p in _children(driver.processes) if p not in before]
+                yield browser
+            finally:
+                tree = [*mine, *_children(mine, recursive=True)]
+                try:
+                    with contextlib.suppress(Exception):
+                        if browser is not None:
+                            browser.close()
+                finally:
+                    _stop_all(tree)
     finally:
-        # Found before anything is told to go: once the driver exits, its orphans are not.
-        tree = [*drivers, *_descendants(drivers)]
-        try:
-            with contextlib.suppress(Exception):
-                if browser is not None:
-                    browser.close()
-            with contextlib.suppress(Exception):
-                playwright.stop()
-        finally:
-            _stop_all(tree)
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _where(url: str, line: int) -> str:
