@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -84,15 +85,18 @@ def tenant_page(ctx: Ctx) -> Response:
 # --- the stream --------------------------------------------------------------------------
 
 
-async def _watch_events(panel: Panel, ref: TenantRef, changed: asyncio.Event) -> None:
-    """Set `changed` on every daemon event; resubscribe when the daemon comes back."""
+async def _watch_events(
+    panel: Panel, ref: TenantRef, wake: Callable[[dict[str, Any] | None], None]
+) -> None:
+    """Call `wake(event)` for every daemon event, `wake(None)` when the subscription
+    fails or ends (the daemon went away); resubscribe after a pause, forever."""
     while True:
         try:
-            async for _event in panel.daemon(ref).aiter_follow(None, events=True, logs=False):
-                changed.set()
+            async for event in panel.daemon(ref).aiter_follow(None, events=True, logs=False):
+                wake(event)
         except GatewayError:
             pass  # down or restarting: the pushes say so; try again shortly
-        changed.set()
+        wake(None)
         await asyncio.sleep(RETRY_EVENTS)
 
 
@@ -118,7 +122,7 @@ async def processes_stream(ws: WsCtx) -> None:
     assert ws.tenant is not None
     ref = ws.tenant
     changed = asyncio.Event()
-    watcher = asyncio.ensure_future(_watch_events(ws.panel, ref, changed))
+    watcher = asyncio.ensure_future(_watch_events(ws.panel, ref, lambda _event: changed.set()))
     gone = asyncio.ensure_future(_until_disconnect(ws))
     try:
         while not gone.done():
