@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +52,27 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin (else prompt)"
     )
+    setpw = sub.add_parser(
+        "set-password", parents=[common], help="set a user's password (ends their sessions)"
+    )
+    setpw.add_argument("username")
+    setpw.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (else prompt)"
+    )
+    tenant = sub.add_parser(
+        "add-tenant", parents=[common], help="add a tenant (development mode: a home directory)"
+    )
+    tenant.add_argument("name")
+    tenant.add_argument(
+        "--dir",
+        dest="tenant_home",
+        metavar="PATH",
+        help="an existing directory (default: a new one under the panel's tenants folder)",
+    )
+    tenant.add_argument("--app-limit", type=int, default=-1, help="-1 unlimited (default), 0 none")
+    tenant.add_argument(
+        "--exist-ok", action="store_true", help="succeed quietly when the tenant already exists"
+    )
     return parser
 
 
@@ -75,6 +97,10 @@ def main(argv: list[str]) -> int:
     try:
         if ns.action == "create-admin":
             return _create_admin(config, ns.username, ns.password_stdin)
+        if ns.action == "set-password":
+            return _set_password(config, ns.username, ns.password_stdin)
+        if ns.action == "add-tenant":
+            return _add_tenant(config, ns)
         return _serve(config)
     except (DatabaseError, ServeError) as exc:
         sys.stderr.write(f"corral panel: {exc}\n")
@@ -83,18 +109,24 @@ def main(argv: list[str]) -> int:
         return 130
 
 
+def _read_password(from_stdin: bool, prompt: str) -> str | None:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass(prompt)
+    if getpass.getpass("Again: ") != password:
+        sys.stderr.write("corral panel: the passwords differ; nothing was changed\n")
+        return None
+    return password
+
+
 def _create_admin(config: PanelConfig, name: str, from_stdin: bool) -> int:
     from corral.panel.db.engine import Database
     from corral.panel.users import create_user
     from corral.panel.validation import FieldError
 
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("Password for the new admin: ")
-        if getpass.getpass("Again: ") != password:
-            sys.stderr.write("corral panel: the passwords differ; nothing was changed\n")
-            return 1
+    password = _read_password(from_stdin, "Password for the new admin: ")
+    if password is None:
+        return 1
     database = Database.open(config.url)
     try:
         with database.session() as db:
@@ -104,8 +136,88 @@ def _create_admin(config: PanelConfig, name: str, from_stdin: bool) -> int:
         return 1
     finally:
         database.close()
+    _audit(config, "user.create", f"admin {name.strip().lower()!r} (command line)")
     print(f"created admin {name.strip().lower()!r}")
     return 0
+
+
+def _set_password(config: PanelConfig, name: str, from_stdin: bool) -> int:
+    import time
+
+    from sqlalchemy import delete
+
+    from corral.panel.db.engine import Database
+    from corral.panel.db.models import Session
+    from corral.panel.security.passwords import hash_password, password_problem
+    from corral.panel.users import find_user
+
+    password = _read_password(from_stdin, f"New password for {name}: ")
+    if password is None:
+        return 1
+    problem = password_problem(password)
+    if problem:
+        sys.stderr.write(f"corral panel: password: {problem}\n")
+        return 1
+    database = Database.open(config.url)
+    try:
+        with database.session() as db:
+            user = find_user(db, name)
+            if user is None:
+                sys.stderr.write(f"corral panel: no user named {name!r}\n")
+                return 1
+            user.password_hash = hash_password(password)
+            user.password_changed_at = time.time()
+            db.execute(delete(Session).where(Session.user_id == user.id))
+    finally:
+        database.close()
+    _audit(config, "user.password", f"{name.strip().lower()!r} (command line)")
+    print(f"password of {name.strip().lower()!r} changed; their sessions were ended")
+    return 0
+
+
+def _add_tenant(config: PanelConfig, ns: argparse.Namespace) -> int:
+    from corral.panel.db.engine import Database
+    from corral.panel.tenants_service import create_tenant
+    from corral.panel.validation import FieldErrors
+
+    database = Database.open(config.url)
+    try:
+        if ns.exist_ok:
+            from corral.panel.db.models import Tenant
+
+            with database.session() as db:
+                if db.query(Tenant).filter_by(name=ns.name).first() is not None:
+                    return 0
+        ref = create_tenant(database, config, ns.name, ns.tenant_home or "", ns.app_limit)
+    except FieldErrors as exc:
+        for field, message in exc.errors.items():
+            sys.stderr.write(f"corral panel: {field}: {message}\n")
+        return 1
+    finally:
+        database.close()
+    _audit(config, "tenant.create", f"{ref.name!r} home {ref.home} (command line)", ref.name)
+    print(f"created tenant {ref.name!r} with home {ref.home}")
+    return 0
+
+
+def _audit(config: PanelConfig, action: str, detail: str, tenant: str | None = None) -> None:
+    """Command-line admin actions are audited like the panel's (actor: the OS user)."""
+    import pwd
+
+    from corral.panel.audit import AuditLog
+    from corral.panel.db.engine import Database
+
+    try:
+        who = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        who = str(os.getuid())
+    database = Database.open(config.url)
+    try:
+        AuditLog(database).record(
+            actor=f"cli:{who}", action=action, address="local", tenant=tenant, detail=detail
+        )
+    finally:
+        database.close()
 
 
 def first_run(database: object) -> str | None:
