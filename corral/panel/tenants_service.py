@@ -277,7 +277,8 @@ def panel_made(config: PanelConfig, home: Path) -> bool:
 
 
 def remove_tenant(panel: Panel, tenant_id: int, *, delete_files: bool = False) -> Removed:
-    """Stop the tenant's daemon, then delete the tenant (grants and samples cascade).
+    """Stop the tenant's daemon (waiting until it is gone), then delete the tenant
+    (grants and samples cascade).
 
     If the daemon cannot be stopped, nothing is removed. Files are deleted only when
     asked and only for a home the panel made under its tenants folder.
@@ -293,6 +294,11 @@ def remove_tenant(panel: Panel, tenant_id: int, *, delete_files: bool = False) -
             "(remove the tenant and keep its files, then delete them yourself)"
         )
     was_running = _stop_daemon(tenant)
+    if was_running and not _wait_gone(tenant, STOP_WAIT):
+        raise TenantError(
+            f"the tenant's daemon was still stopping its apps after {STOP_WAIT:g} s; "
+            "nothing was removed, try again in a moment"
+        )
     with panel.database.session() as db:
         row = db.get(Tenant, tenant_id)
         if row is not None:

@@ -340,9 +340,9 @@ def update_user(ctx: Ctx, user_id: int, changes: Mapping[str, bool]) -> UserView
         name = user.username
         if "disabled" in changes and changes["disabled"] != user.disabled:
             if changes["disabled"]:
+                _keep_an_admin(db, user, "disable")
                 if user.id == me.user_id:
                     raise Refused("you cannot disable yourself")
-                _keep_an_admin(db, user, "disable")
                 ctx.panel.auth.end_user_sessions(db, user.id)
                 done.append("user.disable")
             else:
@@ -385,9 +385,9 @@ def delete_user(ctx: Ctx, user_id: int) -> str:
     with ctx.panel.database.session() as db:
         user = _user(db, user_id)
         name = user.username
+        _keep_an_admin(db, user, "delete")
         if user.id == ctx.user.user_id:
             raise Refused("you cannot delete yourself")
-        _keep_an_admin(db, user, "delete")
         ctx.panel.auth.end_user_sessions(db, user.id)
         db.delete(user)  # grants, sessions and tokens cascade
     ctx.panel.auth.invalidate_user(user_id, sessions_too=True)
@@ -1275,14 +1275,11 @@ def settings_values(ctx: Ctx) -> dict[str, Any]:
 
 def save_settings(ctx: Ctx, data: Mapping[str, Any]) -> list[str]:
     """Check every submitted setting, then store them all or none; the keys changed."""
-    errors: dict[str, str] = {}
-    for key in data:
-        if key not in SETTINGS and key != "csrf_token":
-            errors[key] = "no such setting"
-    if errors:
-        raise FieldErrors(errors)
+    errors = {k: "no such setting" for k in data if k not in SETTINGS and k != "csrf_token"}
     changed: list[str] = []
     try:
+        if errors:
+            raise FieldErrors(errors)
         with ctx.panel.database.session() as db:
             for key, spec in SETTINGS.items():
                 if key not in data:
