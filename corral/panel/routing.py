@@ -12,6 +12,7 @@ size limit. Endpoints therefore only ever see allowed, well-formed requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,7 +24,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from corral.panel.permissions import PUBLIC, Decision, Need, Principal, decide
 from corral.panel.security.origin import origin_allowed, websocket_origin_allowed
@@ -458,7 +459,12 @@ async def _run_guarded(ctx: WsCtx) -> None:
         if task not in done:
             task.cancel()
     await asyncio.gather(stream, watcher, return_exceptions=True)
-    if watcher in done and ctx.websocket.application_state is WebSocketState.CONNECTED:
-        await ctx.websocket.close(code=4401, reason="session ended or rights removed")
-    elif ctx.websocket.application_state is WebSocketState.CONNECTED:
-        await ctx.websocket.close()
+    # The browser may already be gone (the stream ended because it left): closing a
+    # closed socket raises, and there is nothing left to tell it.
+    if ctx.websocket.client_state is not WebSocketState.CONNECTED:
+        return
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        if watcher in done and ctx.websocket.application_state is WebSocketState.CONNECTED:
+            await ctx.websocket.close(code=4401, reason="session ended or rights removed")
+        elif ctx.websocket.application_state is WebSocketState.CONNECTED:
+            await ctx.websocket.close()
