@@ -36,6 +36,8 @@ VERBS: tuple[Verb, ...] = ("start", "stop", "restart", "reload")
 ConfigFormat = Literal["yaml", "json", "toml"]
 FORMATS: tuple[ConfigFormat, ...] = ("yaml", "json", "toml")
 ApplyMode = Literal["restart", "reload"]
+RESERVED_NAMES = frozenset({"new"})
+"""App names the panel's URLs would misread (/t/{tenant}/apps/new is the creation form)."""
 _COUNT_RE = re.compile(r"[+-]?[0-9]{1,4}")
 _TRANSITIONAL = ("stopping", "launching", "waiting-restart")
 T = TypeVar("T")
@@ -266,8 +268,11 @@ def _tenant(ctx: Ctx) -> TenantRef:
 # --- actions ------------------------------------------------------------------------------
 
 
-def _audited_call(ctx: Ctx, action: str, app: str, detail: str, call: Callable[[], T]) -> T:
-    """Run `call()`, audit the outcome; a daemon error becomes ActionFailed."""
+def _audited_call(
+    ctx: Ctx, action: str, app: str, detail: str, call: Callable[[], T], *, step: bool = False
+) -> T:
+    """Run `call()`, audit the outcome; a daemon error becomes ActionFailed. A `step` (a
+    look-up before the action) is audited only when it fails."""
     try:
         result = call()
     except GatewayError as exc:
@@ -277,7 +282,8 @@ def _audited_call(ctx: Ctx, action: str, app: str, detail: str, call: Callable[[
         ctx.audit(action, "failed", app=app, detail=f"{detail}: {message}" if detail else message)
         failure = failure_of(exc)
         raise ActionFailed(failure.status, message) from None
-    ctx.audit(action, app=app, detail=detail)
+    if not step:
+        ctx.audit(action, app=app, detail=detail)
     return result
 
 
@@ -312,7 +318,9 @@ def scale(ctx: Ctx, name: str, count: object) -> Done:
         raise
     daemon = _daemon(ctx)
     if wanted[0] in "+-":
-        current = find_app(ctx, name).instances
+        current = _audited_call(
+            ctx, "app.scale", name, f"count {wanted}", lambda: find_app(ctx, name), step=True
+        ).instances
         if not 1 <= current + int(wanted) <= MAX_INSTANCES:
             message = (
                 "an app needs at least 1 instance"
@@ -404,6 +412,10 @@ def create(ctx: Ctx, data: Mapping[str, Any]) -> Done:
         ctx.audit("app.create", "failed", app=name, detail=f"invalid: {', '.join(errors)}")
         raise FieldErrors(errors)
     name = str(config["name"])
+    if name in RESERVED_NAMES:
+        reserved = f"{name!r} is reserved: /t/<tenant>/apps/{name} is a page of the panel"
+        ctx.audit("app.create", "failed", app=name, detail=reserved)
+        raise FieldErrors({"name": reserved})
     daemon = _daemon(ctx)
     with _create_lock(tenant.id):
         try:
@@ -520,6 +532,7 @@ def apply_config(ctx: Ctx, name: str, text: str, fmt: str, mode: str) -> Done:
     try:
         daemon.describe(name)  # the app must exist: a restart with "apps" would add it
     except GatewayError as exc:
+        ctx.audit("app.config", "failed", app=name, detail=exc.message)
         raise failure_of(exc) from None
     try:
         config = parse_config(ctx, name, text, fmt)

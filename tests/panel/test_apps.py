@@ -344,11 +344,15 @@ def test_paths_outside_the_home_are_refused(site: Site, field: str, value: str) 
     assert site.apps() == {}
 
 
-def test_a_name_already_taken_is_refused(site: Site) -> None:
+def test_a_name_already_taken_or_reserved_is_refused(site: Site) -> None:
     site.create("web")
     response = site.post("/t/acme/apps/new", {"name": "web", "script": "app/server.py"})
     assert response.status_code == 422
     assert "already exists" in (error_of(response.text, "name") or "")
+    response = site.post("/t/acme/apps/new", {"name": "new", "script": "app/server.py"})
+    assert response.status_code == 422
+    assert "reserved" in (error_of(response.text, "name") or "")
+    assert set(site.apps()) == {"web"}
 
 
 def test_the_api_creates_apps_from_json(site: Site) -> None:
@@ -487,6 +491,10 @@ def test_scaling_up_and_down(site: Site) -> None:
     results = [(e[2], e[3]) for e in site.audit("app.scale")]
     assert results[:3] == [("ok", "count +1"), ("ok", "count -1"), ("ok", "count 3")]
     assert all(result == "failed" for result, _ in results[3:]) and len(results) == 8
+
+    missing = site.api("POST", "/api/v1/tenants/acme/apps/nope/scale", {"count": "+1"})
+    assert missing.status_code == 404
+    assert site.audit()[-1] == ("app.scale", "nope", "failed", "count +1: no app named 'nope'")
 
 
 def test_deleting_an_app(site: Site) -> None:
@@ -637,3 +645,7 @@ def test_a_config_with_two_apps_is_refused(site: Site) -> None:
         "PUT", "/api/v1/tenants/acme/apps/web/config", {"text": text, "apply": "later"}
     )
     assert bad_mode.status_code == 422 and "apply" in bad_mode.json()["errors"]
+    missing = site.api("PUT", "/api/v1/tenants/acme/apps/nope/config", {"text": text})
+    assert missing.status_code == 404
+    assert site.audit()[-1][:3] == ("app.config", "nope", "failed")
+    assert site.client.get("/t/acme/apps/nope/config").status_code == 404
