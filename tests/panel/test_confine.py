@@ -158,7 +158,9 @@ def _home_with_links(tmp_path: Path) -> Path:
     return root
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300)
+@settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300, deadline=None
+)
 @given(user_paths(), st.booleans())
 def test_confine_never_returns_a_path_outside_home(
     tmp_path: Path, path: str, must_exist: bool
@@ -173,7 +175,7 @@ def test_confine_never_returns_a_path_outside_home(
     assert result.is_relative_to(root.resolve())
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 @given(st.text(max_size=300))
 def test_confine_of_arbitrary_text_only_raises_path_outside_home(tmp_path: Path, path: str) -> None:
     root = _home_with_links(tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.panel.security.throttle import (
@@ -207,6 +207,7 @@ def test_concurrent_failures_are_all_counted() -> None:
     assert throttle.retry_after("shared", "10.2.0.1") == MAX_DELAY
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.one_of(
