@@ -202,6 +202,9 @@ class Instance:
     def _set(self, new: State, reason: str) -> None:
         old = self.state
         self.state = new
+        self._report(old, new, reason)
+
+    def _report(self, old: State, new: State, reason: str) -> None:
         if old is not new:
             self._emit(
                 Transition(self.app, self.number, old, new, reason, self.pid, self._os.wall(), self)
@@ -222,10 +225,15 @@ class Instance:
         self._stop_requested = False
         self.started_at = None
         self.started_wall = None
-        self._set(State.LAUNCHING, reason)
+        old = self.state
+        # The state is LAUNCHING from here on, but the transition is reported once the
+        # spawn is under way: subscribers, the log and the state file then do not delay
+        # the fork (a crash's respawn is on this path).
+        self.state = State.LAUNCHING
         try:
             spec, output = self._launcher(self)
         except (OSError, ValueError, KeyError) as exc:
+            self._report(old, State.LAUNCHING, reason)
             self.error = str(exc)
             self._set(State.ERRORED, f"cannot launch: {exc}")
             return
@@ -236,6 +244,7 @@ class Instance:
             on_failed=lambda message: self._on_spawn_failed(generation, message),
             on_exit=lambda status: self._on_exit(generation, status),
         )
+        self._report(old, State.LAUNCHING, reason)
 
     def _on_spawned(self, generation: int, child: Child) -> None:
         if generation != self._generation:
@@ -353,7 +362,12 @@ class Instance:
                 delay = self._next_delay(uptime)
                 self._set(State.WAITING_RESTART, f"{why}; restart in {delay:g}s")
                 self._clear(child, stop_signal, cfg.kill_timeout, after=None)
-                self._timer = self._os.call_later(delay, self._restart_timer_fired)
+                if delay <= 0 and not self._clearing and self.state is State.WAITING_RESTART:
+                    # No delay and nothing of the old process left: relaunch now rather
+                    # than on the next turn of the event loop.
+                    self._restart_timer_fired()
+                else:
+                    self._timer = self._os.call_later(delay, self._restart_timer_fired)
                 return
         # Not restarting: still make sure nothing of the old process is left behind.
         self._clear(child, stop_signal, cfg.kill_timeout, after=None)

@@ -1,8 +1,19 @@
-"""`OsApi` for real: asyncio timers, fork/exec in a worker thread, exits from pidfds.
+"""`OsApi` for real: asyncio timers, fork/exec, exits from pidfds.
 
 Exits are learned from the kernel: each child's pidfd becomes readable when it exits
 (`loop.add_reader`), and only then is it reaped with `waitpid`, so no process is ever
-polled. The fork/exec runs in a thread so that a slow fork never stalls the event loop.
+polled.
+
+Where it spawns: a plain launch (no `rlimits`, no `user`/`group`, no listening sockets)
+is spawned on the event loop itself. subprocess then uses vfork(): the daemon's memory
+is not copied, no Python code runs in the child, and the loop is held only until the
+child has exec'd (a fraction of a millisecond). A worker thread would not keep the loop
+running meanwhile anyway (CPython's _posixsubprocess keeps the GIL through vfork and
+exec), and handing the spawn to one costs more than the spawn: the thread waits for the
+GIL while the loop finishes its turn (the crash-to-respawn path, docs/BENCHMARKS.md).
+Everything else takes a real fork (a `preexec_fn` for rlimits, corral.core.forkexec for
+sockets) or NSS lookups (a user or group): that runs in a worker thread, so that a slow
+fork or lookup never stalls the event loop.
 """
 
 from __future__ import annotations
@@ -61,6 +72,17 @@ class RealOs:
         on_failed: Callable[[str], None],
         on_exit: Callable[[ExitStatus], None],
     ) -> None:
+        if vfork_eligible(spec):
+            # On the loop: vfork + exec, no thread hop (see the module docstring). The
+            # callbacks still come later, from the loop, as OsApi promises.
+            try:
+                proc = _fork_exec(spec)
+            except Exception as exc:
+                self._loop.call_soon(on_failed, _describe_spawn_error(spec, exc))
+                return
+            self._loop.call_soon(self._spawned, proc, output, on_spawned, on_exit)
+            return
+
         future = self._loop.run_in_executor(None, _fork_exec, spec)
 
         def spawned(fut: asyncio.Future[_Spawned]) -> None:
@@ -68,13 +90,21 @@ class RealOs:
             if exc is not None:
                 on_failed(_describe_spawn_error(spec, exc))
                 return
-            proc = fut.result()
-            self._live[proc.child.pid] = proc
-            output.attach(proc.stdout, proc.stderr)
-            self._loop.add_reader(proc.pidfd, self._reap, proc, on_exit)
-            on_spawned(proc.child)
+            self._spawned(fut.result(), output, on_spawned, on_exit)
 
         future.add_done_callback(spawned)
+
+    def _spawned(
+        self,
+        proc: _Spawned,
+        output: OutputSink,
+        on_spawned: Callable[[Child], None],
+        on_exit: Callable[[ExitStatus], None],
+    ) -> None:
+        self._live[proc.child.pid] = proc
+        output.attach(proc.stdout, proc.stderr)
+        self._loop.add_reader(proc.pidfd, self._reap, proc, on_exit)
+        on_spawned(proc.child)
 
     def _reap(self, proc: _Spawned, on_exit: Callable[[ExitStatus], None]) -> None:
         try:
@@ -139,6 +169,12 @@ class RealOs:
 
     def live_children(self) -> list[Child]:
         return [proc.child for proc in self._live.values()]
+
+
+def vfork_eligible(spec: LaunchSpec) -> bool:
+    """Whether subprocess can spawn `spec` with vfork() (nothing to run in the child
+    between fork and exec, no identity to resolve): then it is spawned on the loop."""
+    return not (spec.listen_fds or spec.rlimits or spec.user is not None or spec.group is not None)
 
 
 def _group_alive(pgid: int) -> bool:

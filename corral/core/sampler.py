@@ -1,8 +1,11 @@
 """CPU and memory of process trees and of the host (SPEC 1.9, and 1.4 `max_memory_restart`).
 
-Everything here is blocking (it reads /proc): the daemon calls it through
-`asyncio.to_thread`. One `TreeSampler` lives as long as the daemon, so its cache is
-pruned on every call and never grows past the processes that currently exist.
+Everything here reads /proc: the daemon's passes call it through `asyncio.to_thread`;
+only the re-reading of one stale tree when a client asks runs on the loop (a few small
+reads). Processes are read from /proc/<pid>/stat directly (one ~300-byte read gives CPU
+times, threads, RSS, parent and start time), not through psutil objects, which cost
+several times more. One `TreeSampler` lives as long as the daemon; its cache is pruned
+by every pass over all the trees, so it never grows past the processes that exist.
 """
 
 from __future__ import annotations
@@ -15,9 +18,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import psutil
-
-# What psutil raises when a process vanishes or hides between listing and reading it.
-_GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class HostSample:
     """Whole host, 0-100, over the interval since the previous `host_sample` call."""
 
 
-_Key = tuple[int, float]  # (pid, create_time): a pid alone may be reused by another process
+_Key = tuple[int, int]  # (pid, start time in clock ticks): a pid alone may be reused
 
 
 class _Reading(NamedTuple):
@@ -58,39 +58,63 @@ class _Reading(NamedTuple):
 
 
 class _Prev(NamedTuple):
-    """A process's CPU time at the last pass: the baseline of the next CPU %."""
+    """A process's CPU time at the last reading: the baseline of the next CPU %."""
 
-    cpu_seconds: float
+    cpu_ticks: int
     at: float
+
+
+class _Stat(NamedTuple):
+    """The fields of /proc/<pid>/stat that sampling uses."""
+
+    ppid: int
+    cpu_ticks: int
+    """utime + stime."""
+    threads: int
     start_ticks: int
+    rss_pages: int
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _read_stat(pid: int) -> tuple[float, int, int, int] | None:
-    """(utime + stime in seconds, threads, rss bytes, start time in ticks) of `pid`."""
+def _read_stat(pid: int | str) -> _Stat | None:
+    """The process's /proc/<pid>/stat, or None if it is gone, a zombie or unreadable.
+
+    os.open/os.read rather than open(): no buffered file object for a ~300-byte read
+    that runs for every process of every app on every pass.
+    """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
         # The name (field 2) may hold spaces or ')': split after the last ')'.
         fields = data[data.rindex(b")") + 2 :].split()
         if fields[0] == b"Z":
             return None  # a zombie is gone for our purposes
-        cpu = (int(fields[11]) + int(fields[12])) / _TICKS
-        return cpu, int(fields[17]), int(fields[21]) * _PAGE, int(fields[19])
-    except (OSError, ValueError, IndexError):
+        return _Stat(
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),
+            int(fields[17]),
+            int(fields[19]),
+            int(fields[21]),
+        )
+    except (ValueError, IndexError):
         return None
 
 
-def _same_start(key: _Key) -> bool:
-    """The pid still is the process of `key` (its psutil create_time): a first reading
-    must not be taken from a process that reused the pid since the scan."""
-    try:
-        return abs(psutil.Process(key[0]).create_time() - key[1]) < 0.05
-    except _GONE:
-        return False
+def own_rss() -> int:
+    """The calling process's RSS in bytes (one small /proc read)."""
+    stat = _read_stat("self")
+    return stat.rss_pages * _PAGE if stat is not None else 0
 
 
 def _num_fds(pid: int) -> int:
@@ -101,7 +125,7 @@ def _num_fds(pid: int) -> int:
 
 
 class TreeSampler:
-    """Samples process trees; keeps the psutil objects that CPU % is measured against.
+    """Samples process trees; keeps each process's last CPU time to measure CPU % against.
 
     Thread-safe: calls are serialised, so two overlapping `to_thread` calls cannot race
     on the cache (the second simply waits for the first).
@@ -115,7 +139,13 @@ class TreeSampler:
         self._last_cpu: tuple[float, float] | None = None  # (busy, total) seconds
 
     def sample(
-        self, roots: list[int], *, rescan: bool = True, count_fds: bool = True
+        self,
+        roots: list[int],
+        *,
+        rescan: bool = True,
+        count_fds: bool = True,
+        prune: bool = True,
+        wait: bool = True,
     ) -> dict[int, TreeSample]:
         """Sum each root's tree. Roots that no longer exist are left out of the result.
 
@@ -123,40 +153,62 @@ class TreeSampler:
         process on the host is the expensive part); a root never seen before counts as a
         tree of one until the next rescan. `count_fds=False` reuses the last fd counts.
         The first sample of a process reads 0 % CPU (there is no previous interval yet).
-        """
-        with self._lock:
-            if rescan:
-                self._members = self._scan(roots)
-            return self._sample(roots, count_fds)
 
-    def _scan(self, roots: list[int]) -> dict[int, list[_Key]]:
+        `prune=True` says `roots` are all the roots there are: what belongs to no other
+        tree is forgotten, which bounds the caches. A partial pass (some roots only) must
+        pass `prune=False`, or it would lose the other trees' CPU baselines.
+        `wait=False` returns {} at once instead of waiting for a pass in another thread.
+        """
+        if not self._lock.acquire(blocking=wait):
+            return {}
+        try:
+            stats: dict[int, _Stat] = {}
+            if rescan:
+                members, stats = self._scan(roots)
+                if prune:
+                    self._members = members
+                else:
+                    self._members.update(members)
+            return self._sample(roots, count_fds, prune, stats)
+        finally:
+            self._lock.release()
+
+    def _scan(self, roots: list[int]) -> tuple[dict[int, list[_Key]], dict[int, _Stat]]:
+        """Every root's tree, and the stat of every process read on the way (the pass
+        measures the members from those rather than reading them twice)."""
         # One pass over /proc builds the parent -> children map for every root at once;
         # psutil's children(recursive=True) would rescan every process once per root.
         children: dict[int, list[int]] = {}
-        created: dict[int, float] = {}
-        for proc in psutil.process_iter(["ppid", "create_time"]):
-            info = proc.info
-            ppid, ctime = info.get("ppid"), info.get("create_time")
-            if ppid is None or ctime is None:  # vanished while being read
+        stats: dict[int, _Stat] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
                 continue
-            created[proc.pid] = ctime
-            children.setdefault(ppid, []).append(proc.pid)
-        return {
-            root: [(pid, created[pid]) for pid in _tree(root, children)]
+            stat = _read_stat(name)
+            if stat is None:  # vanished while being read, or a zombie
+                continue
+            pid = int(name)
+            stats[pid] = stat
+            children.setdefault(stat.ppid, []).append(pid)
+        members = {
+            root: [(pid, stats[pid].start_ticks) for pid in _tree(root, children)]
             for root in roots
-            if root in created
+            if root in stats
         }
+        return members, stats
 
-    def _sample(self, roots: list[int], count_fds: bool) -> dict[int, TreeSample]:
+    def _sample(
+        self, roots: list[int], count_fds: bool, prune: bool, stats: dict[int, _Stat]
+    ) -> dict[int, TreeSample]:
         kept: dict[_Key, _Prev] = {}
         measured: dict[_Key, _Reading | None] = {}
         result: dict[int, TreeSample] = {}
+        now = time.monotonic()
         for root in roots:
             members = self._members.get(root) or self._single(root)
             cpu, rss, count, threads, fds = 0.0, 0, 0, 0, 0
             for key in members:
                 if key not in measured:  # a pid in two trees is read once
-                    measured[key] = self._measure(key, kept, count_fds)
+                    measured[key] = self._measure(key, now, kept, count_fds, stats)
                 reading = measured[key]
                 if reading is not None:
                     cpu += reading.cpu
@@ -168,41 +220,41 @@ class TreeSampler:
                 result[root] = TreeSample(
                     cpu_percent=cpu, rss=rss, processes=count, threads=threads, fds=fds
                 )
-        # Dropping everything not seen this time bounds the caches to the live trees.
-        self._prev = kept
-        self._fds = {key: self._fds.get(key, 0) for key in kept}
+        if prune:
+            # Dropping everything not seen this time bounds the caches to the live trees.
+            self._prev = kept
+            self._fds = {key: self._fds.get(key, 0) for key in kept}
+            self._members = {root: self._members[root] for root in roots if root in self._members}
+        else:
+            self._prev.update(kept)
         return result
 
     def _single(self, root: int) -> list[_Key]:
-        try:
-            return [(root, psutil.Process(root).create_time())]
-        except _GONE:
-            return []
+        stat = _read_stat(root)
+        return [] if stat is None else [(root, stat.start_ticks)]
 
-    def _measure(self, key: _Key, kept: dict[_Key, _Prev], count_fds: bool) -> _Reading | None:
-        """One process's reading, or None if it is gone or unreadable.
-
-        Read from /proc/<pid>/stat directly rather than through psutil: one file gives the
-        CPU times, threads, RSS and start time, and this runs for every process of every
-        app every couple of seconds (psutil's three reads per process cost ~10x more).
-        """
-        stat = _read_stat(key[0])
-        if stat is None:
+    def _measure(
+        self,
+        key: _Key,
+        now: float,
+        kept: dict[_Key, _Prev],
+        count_fds: bool,
+        stats: dict[int, _Stat],
+    ) -> _Reading | None:
+        """One process's reading, or None if it is gone, unreadable, or its pid now
+        belongs to another process (the start time differs)."""
+        stat = stats.get(key[0]) or _read_stat(key[0])
+        if stat is None or stat.start_ticks != key[1]:
             return None
-        cpu_seconds, threads, rss, start_ticks = stat
-        now = time.monotonic()
         prev = self._prev.get(key)
-        if prev is not None and prev.start_ticks != start_ticks:
-            return None  # the pid was reused by another process since the last pass
-        if prev is None and not _same_start(key):
-            return None
         percent = 0.0
         if prev is not None and now > prev.at:
-            percent = max(0.0, 100.0 * (cpu_seconds - prev.cpu_seconds) / (now - prev.at))
+            used = (stat.cpu_ticks - prev.cpu_ticks) / _TICKS
+            percent = max(0.0, 100.0 * used / (now - prev.at))
         if count_fds or key not in self._fds:
             self._fds[key] = _num_fds(key[0])  # a directory listing: not every pass
-        kept[key] = _Prev(cpu_seconds, now, start_ticks)
-        return _Reading(percent, rss, threads, self._fds[key])
+        kept[key] = _Prev(stat.cpu_ticks, now)
+        return _Reading(percent, stat.rss_pages * _PAGE, stat.threads, self._fds[key])
 
     def host_sample(self) -> HostSample:
         """Load, memory and CPU of the whole host."""
@@ -232,7 +284,7 @@ class TreeSampler:
         )
 
     def cached(self) -> int:
-        """How many process objects are kept between calls (for tests and `describe`)."""
+        """How many processes' CPU baselines are kept between calls (for tests)."""
         with self._lock:
             return len(self._prev)
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import Any, NamedTuple
 
 from corral.config.model import AppConfig
 from corral.core.app import App
@@ -30,7 +29,7 @@ from corral.core.logcapture import InstanceOutput, LineFormat
 from corral.core.logrotate import RotationPolicy
 from corral.core.logwriter import LogWriter
 from corral.core.osapi import LaunchSpec, OsApi, OutputSink
-from corral.core.sampler import HostSample, TreeSample, TreeSampler
+from corral.core.sampler import HostSample, TreeSample, TreeSampler, own_rss
 from corral.core.settings import Settings
 from corral.core.state_store import StateStore
 from corral.core.targets import resolve_many
@@ -39,12 +38,32 @@ from corral.protocol.wire import ErrorCode, ProtocolError
 
 log = logging.getLogger("corral.supervisor")
 
+
+class _Sampled(NamedTuple):
+    pid: int
+    at: float
+    """Loop time of the reading."""
+    sample: TreeSample
+
+
 SETTLED = frozenset({State.STOPPED, State.ERRORED})
 STARTED = frozenset({State.ONLINE, State.ERRORED, State.STOPPED, State.WAITING_RESTART})
 SAMPLE_INTERVAL = 2.0
-FULL_SAMPLE_EVERY = 10
-"""Every 10th pass rescans the host's processes for new tree members and counts open fds;
-the passes in between only re-read the known members (SPEC 1.9: sampling is cheap)."""
+"""Seconds between passes while someone looks at the figures (a client asked for them in
+the last WATCH_WINDOW seconds: `ls`, `monit`, `describe`, the metrics endpoint), and for
+the apps with `max_memory_restart` at all times."""
+IDLE_SAMPLE_INTERVAL = 15.0
+"""Seconds between passes over every app while nobody looks (SPEC 1.9: sampling is cheap):
+the daemon's idle CPU is mostly this."""
+WATCH_WINDOW = 5.0
+STALE_AFTER = 3.0
+"""A figure older than this is read again when a client asks for it (one /proc read per
+process of the tree, on the loop), so `ls` always shows current figures, even after a
+quiet spell."""
+RESCAN_INTERVAL = 10.0
+IDLE_RESCAN_INTERVAL = 30.0
+"""At most this often (watched / not), a pass rescans the host's processes for new tree
+members and counts open fds; the passes in between only re-read the known members."""
 STATE_VERSION = 1
 
 
@@ -66,14 +85,17 @@ class Supervisor:
         self.events = EventBus()
         self.log_writer = LogWriter()
         self.apps: dict[int, App] = {}
-        self.samples: dict[tuple[int, int], TreeSample] = {}
+        self._samples: dict[tuple[int, int], _Sampled] = {}
         self._next_id = 0
         self._changed: asyncio.Event = asyncio.Event()
         self._watchers: dict[int, AppWatcher] = {}
         self._crons: dict[int, CronSchedule] = {}
         self._outputs: dict[tuple[int, int], InstanceOutput] = {}
         self._sampler = TreeSampler()
-        self._passes = 0
+        self._last_pass = -float("inf")  # loop time of the last pass over every app
+        self._last_rescan = -float("inf")
+        self._watched_until = -float("inf")
+        self._wake = asyncio.Event()
         self._persist_wanted = False
         self._persist_task: asyncio.Task[None] | None = None
         self._sample_task: asyncio.Task[None] | None = None
@@ -81,8 +103,7 @@ class Supervisor:
         self.sockets = AppSockets()
         self.channels = InstanceChannels(loop, on_metric=self._on_metric)
         self.app_metrics: dict[tuple[int, int], AppMetrics] = {}
-        self.host: HostSample | None = None
-        self.daemon_rss = psutil.Process().memory_info().rss  # refreshed by every sample
+        self._host: HostSample | None = None
         self._candidates: set[Instance] = set()
 
     # ============================================================== lookups
@@ -482,6 +503,11 @@ class Supervisor:
                     inst.restart(reason)
 
     # ============================================================ sampling
+    #
+    # Every app's process tree is sampled every SAMPLE_INTERVAL while a client looks at
+    # the figures, every IDLE_SAMPLE_INTERVAL otherwise; apps with max_memory_restart are
+    # checked every SAMPLE_INTERVAL regardless. A client asking for figures (sample_of,
+    # host, daemon_rss) is what counts as looking.
 
     def start_sampling(self) -> None:
         self._sample_task = self.loop.create_task(self._sample_loop())
@@ -489,45 +515,132 @@ class Supervisor:
     async def _sample_loop(self) -> None:
         while True:  # sample at once: the host figures exist from the daemon's start
             try:
-                await self.sample_once()
+                if self._everything_due():
+                    await self.sample_once()
+                else:
+                    await self._sample_memory_limited()
             except Exception:  # a bug here must not end sampling (and memory limits)
                 log.exception("sampling failed")
-            await asyncio.sleep(SAMPLE_INTERVAL)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._next_pass_in())
 
-    async def sample_once(self) -> None:
-        owners = {
+    def _watched(self) -> bool:
+        return self.loop.time() < self._watched_until
+
+    def _everything_due(self) -> bool:
+        interval = SAMPLE_INTERVAL if self._watched() else IDLE_SAMPLE_INTERVAL
+        return self.loop.time() - self._last_pass >= interval - 0.05
+
+    def _next_pass_in(self) -> float:
+        if self._watched() or any(
+            app.config.max_memory_restart is not None for app in self.apps.values()
+        ):
+            return SAMPLE_INTERVAL
+        return max(0.0, self._last_pass + IDLE_SAMPLE_INTERVAL - self.loop.time())
+
+    def _note_demand(self) -> None:
+        """A client wants figures: sample fast for WATCH_WINDOW, starting now if the
+        figures are from the idle pace."""
+        now = self.loop.time()
+        self._watched_until = now + WATCH_WINDOW
+        if now - self._last_pass > SAMPLE_INTERVAL:
+            self._wake.set()
+
+    def _owners(self, *, memory_limited_only: bool = False) -> dict[int, tuple[App, Instance]]:
+        return {
             inst.pid: (app, inst)
             for app in self.apps.values()
+            if not memory_limited_only or app.config.max_memory_restart is not None
             for inst in app.instances.values()
             if inst.pid is not None
         }
-        samples, self.host, self.daemon_rss = await asyncio.to_thread(
-            self._sample_everything, list(owners)
+
+    async def sample_once(self) -> None:
+        """One pass over every app's tree, the host and the daemon itself."""
+        now = self.loop.time()
+        self._last_pass = now
+        every = RESCAN_INTERVAL if self._watched() else IDLE_RESCAN_INTERVAL
+        rescan = now - self._last_rescan >= every - 0.05
+        if rescan:
+            self._last_rescan = now
+        owners = self._owners()
+        trees, self._host = await asyncio.to_thread(self._sample_everything, list(owners), rescan)
+        self._store(owners, trees, replace=True)
+
+    async def _sample_memory_limited(self) -> None:
+        """Between the idle passes: only the apps with max_memory_restart."""
+        owners = self._owners(memory_limited_only=True)
+        if not owners:
+            return
+        trees = await asyncio.to_thread(
+            self._sampler.sample, list(owners), rescan=False, count_fds=False, prune=False
         )
-        self.samples = {}
-        for pid, sample in samples.items():
+        self._store(owners, trees, replace=False)
+
+    def _store(
+        self,
+        owners: dict[int, tuple[App, Instance]],
+        trees: dict[int, TreeSample],
+        *,
+        replace: bool,
+    ) -> None:
+        at = self.loop.time()
+        samples = {} if replace else self._samples
+        for pid, sample in trees.items():
             app, inst = owners[pid]
             if inst.pid != pid:
                 continue  # restarted while we sampled
-            self.samples[(app.id, inst.number)] = sample
+            samples[(app.id, inst.number)] = _Sampled(pid, at, sample)
             limit = app.config.max_memory_restart
             if limit is not None and sample.rss > limit and inst.state is State.ONLINE:
                 inst.restart(f"memory {sample.rss} bytes over max_memory_restart {limit}")
+        self._samples = samples
 
-    def _sample_everything(self, pids: list[int]) -> tuple[dict[int, TreeSample], HostSample, int]:
-        """One pass in a worker thread: the apps' trees, the host, the daemon itself."""
-        full = self._passes % FULL_SAMPLE_EVERY == 0
-        self._passes += 1
-        trees = self._sampler.sample(pids, rescan=full, count_fds=full)
-        host = self._sampler.host_sample()
-        return trees, host, psutil.Process().memory_info().rss
+    def _sample_everything(
+        self, pids: list[int], rescan: bool
+    ) -> tuple[dict[int, TreeSample], HostSample]:
+        """One pass in a worker thread: the apps' trees and the host."""
+        trees = self._sampler.sample(pids, rescan=rescan, count_fds=rescan)
+        return trees, self._sampler.host_sample()
 
     def sample_host(self) -> HostSample:
         """Blocking (psutil): call through asyncio.to_thread."""
         return self._sampler.host_sample()
 
+    @property
+    def host(self) -> HostSample | None:
+        """The host figures of the last pass (None before the first)."""
+        self._note_demand()
+        return self._host
+
+    @property
+    def daemon_rss(self) -> int:
+        """The daemon's own RSS, read now (one small /proc read)."""
+        self._note_demand()
+        return own_rss()
+
     def sample_of(self, app: App, inst: Instance) -> TreeSample | None:
-        return self.samples.get((app.id, inst.number))
+        """The instance's tree figures; read now if the last pass is older than
+        STALE_AFTER (nobody looked for a while) or has not seen this process yet."""
+        self._note_demand()
+        pid = inst.pid
+        if pid is None:
+            return None
+        key = (app.id, inst.number)
+        entry = self._samples.get(key)
+        current = entry is not None and entry.pid == pid
+        if entry is not None and current and self.loop.time() - entry.at <= STALE_AFTER:
+            return entry.sample
+        # A few /proc reads on the loop (no rescan, fds as last counted); if a pass holds
+        # the sampler right now, the figures it is taking will do for the next ask.
+        fresh = self._sampler.sample(
+            [pid], rescan=False, count_fds=False, prune=False, wait=False
+        ).get(pid)
+        if fresh is None:
+            return entry.sample if entry is not None and current else None
+        self._samples[key] = _Sampled(pid, self.loop.time(), fresh)
+        return fresh
 
     # ============================================================ app metrics
 

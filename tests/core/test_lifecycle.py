@@ -92,8 +92,7 @@ def test_unstable_restarts_end_in_errored_after_max_restarts() -> None:
         fos.complete_spawn()
         fos.advance(0.1)
         fos.exit(1)
-        assert inst.state is State.WAITING_RESTART
-        fos.advance(0)
+        assert inst.state is State.LAUNCHING  # restart_delay 0: relaunched at once
     fos.complete_spawn()
     fos.advance(0.1)
     fos.exit(1)
@@ -119,7 +118,7 @@ def test_stable_run_resets_the_consecutive_unstable_count() -> None:
     fos.complete_spawn()
     fos.advance(0.1)
     fos.exit(1)  # unstable #1 again: still allowed
-    assert inst.state is State.WAITING_RESTART
+    assert inst.state is State.LAUNCHING
 
 
 def test_max_restarts_zero_errors_at_first_unstable_exit() -> None:
@@ -177,7 +176,7 @@ def test_autorestart_off_and_stop_exit_codes_stop_instead_of_restarting() -> Non
     inst2.start()
     fos2.complete_spawn()
     fos2.exit(4)
-    assert inst2.state is State.WAITING_RESTART
+    assert inst2.state is State.LAUNCHING and len(fos2.processes) == 3
 
 
 def test_restart_of_running_instance_stops_then_starts() -> None:
@@ -256,6 +255,57 @@ def test_late_exit_of_an_earlier_process_is_ignored() -> None:
     assert inst.state is State.ONLINE
 
 
+def test_crash_with_no_restart_delay_relaunches_at_once_and_reports_every_step() -> None:
+    fos = FakeOs()
+    inst, events = make(fos, min_uptime=0.0)
+    inst.start()
+    fos.complete_spawn()
+    fos.exit(1)
+    # No timer turn in between: the new process is being spawned already...
+    assert inst.state is State.LAUNCHING and len(fos.processes) == 2
+    assert inst.restarts == 1
+    # ...and subscribers still see every transition, in order.
+    assert states(events) == ["launching", "online", "waiting-restart", "launching"]
+    assert events[-1].old is State.WAITING_RESTART and events[-1].reason == "autorestart"
+    fos.complete_spawn()
+    assert inst.state is State.ONLINE
+
+
+def test_launch_reported_after_the_spawn_was_handed_to_the_os() -> None:
+    fos = FakeOs()
+    seen: list[int] = []
+
+    def emit(change: Transition) -> None:
+        seen.append(len(fos.processes))
+
+    config = AppConfig(name="api", script="/bin/true")
+    inst = Instance(
+        "api",
+        0,
+        config,
+        fos,
+        lambda inst: (LaunchSpec(argv=["/bin/true"], env={}, cwd="/"), NullOutput()),
+        emit,
+    )
+    inst.start()
+    assert inst.state is State.LAUNCHING and seen == [1]
+
+
+def test_a_launcher_that_fails_reports_launching_then_errored() -> None:
+    fos = FakeOs()
+    events: list[Transition] = []
+
+    def launcher(inst: Instance) -> tuple[LaunchSpec, NullOutput]:
+        raise ValueError("increment_var PORT='x' is not an integer")
+
+    config = AppConfig(name="api", script="/bin/true")
+    inst = Instance("api", 0, config, fos, launcher, events.append)
+    inst.start()
+    assert inst.state is State.ERRORED and fos.processes == []
+    assert states(events) == ["launching", "errored"]
+    assert "not an integer" in (inst.error or "")
+
+
 def test_restart_waits_for_group_leftovers_before_relaunching() -> None:
     fos = FakeOs()
     inst, _ = make(fos)
@@ -305,7 +355,8 @@ def test_not_ready_within_listen_timeout_is_a_failed_launch() -> None:
     assert inst.state is State.STOPPING
     assert fos.last.signals == [signal.SIGINT]
     fos.exit(signal=signal.SIGINT)
-    assert inst.state is State.WAITING_RESTART  # the restart policy applies
+    assert inst.state is State.LAUNCHING  # the restart policy applies (no restart_delay)
+    assert len(fos.processes) == 2
     assert inst.unstable_restarts == 1
     assert "listen_timeout" in (inst.error or "")
 

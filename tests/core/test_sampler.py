@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from corral.core.sampler import HostSample, TreeSampler
+from corral.core.sampler import HostSample, TreeSampler, own_rss
 
 BURN = "print('ready', flush=True)\nwhile True: pass"
 ALLOCATE = """
@@ -139,3 +139,42 @@ def test_host_sample() -> None:
     assert first.load1 >= 0 and first.swap_used >= 0
     second = sampler.host_sample()
     assert 0.0 <= second.cpu_percent <= 100.0
+
+
+def test_a_partial_pass_keeps_the_other_trees_baselines(spawn: Spawn) -> None:
+    burn = spawn(BURN)
+    other = spawn(ALLOCATE)
+    sampler = TreeSampler()
+    sampler.sample([burn.pid, other.pid])
+    assert sampler.cached() == 2
+    # Only `other`, not pruning: `burn` keeps its baseline, so its next CPU % is real.
+    sampler.sample([other.pid], rescan=False, count_fds=False, prune=False)
+    assert sampler.cached() == 2
+    time.sleep(0.5)
+    assert sampler.sample([burn.pid, other.pid])[burn.pid].cpu_percent > 0.0
+    # A pass over some roots that prunes forgets the others.
+    sampler.sample([other.pid])
+    assert sampler.cached() == 1
+
+
+def test_wait_false_returns_nothing_while_another_pass_holds_the_sampler(spawn: Spawn) -> None:
+    proc = spawn(ALLOCATE)
+    sampler = TreeSampler()
+    with sampler._lock:
+        assert sampler.sample([proc.pid], wait=False) == {}
+    assert sampler.sample([proc.pid], wait=False)[proc.pid].processes == 1
+
+
+def test_a_reused_pid_is_not_read_as_the_old_process(spawn: Spawn) -> None:
+    proc = spawn(ALLOCATE)
+    sampler = TreeSampler()
+    assert sampler.sample([proc.pid])[proc.pid].processes == 1
+    # As if the tree member found by the last rescan had exited and its pid been reused
+    # by a process that started at another time.
+    (key,) = sampler._members[proc.pid]
+    sampler._members[proc.pid] = [(key[0], key[1] - 1)]
+    assert sampler.sample([proc.pid], rescan=False) == {}
+
+
+def test_own_rss() -> None:
+    assert own_rss() == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
