@@ -18,6 +18,14 @@
     `Delete the app “${name}”? Its processes are stopped and its configuration is removed.`;
 
   const cpuText = (cpu) => (cpu == null ? "-" : `${cpu.toFixed(1)} %`);
+  // As the server writes times (templating.py's `when`): 2026-11-23 21:50:47, local time.
+  const two = (n) => String(n).padStart(2, "0");
+  const when = (ts) => {
+    if (!ts) return "-";
+    const d = new Date(ts * 1000);
+    return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ` +
+      `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  };
   const field = (scope, name) => scope.querySelector(`[data-field="${name}"]`);
   const setText = (el, text) => { if (el && el.textContent !== text) el.textContent = text; };
 
@@ -168,7 +176,7 @@
         cell(String(m.instance), "num"), status, cell(m.pid == null ? "-" : String(m.pid), "num mono"),
         cell(cpuText(m.cpu), "num"), cell(formatBytes(m.memory), "num"),
         cell(formatUptime(m.uptime), "num"), cell(String(m.restarts), "num"),
-        cell(m.started_at ? new Date(m.started_at * 1000).toLocaleString() : "-", "muted"),
+        cell(when(m.started_at), "muted"),
         cell(m.last_exit || "-", "muted"),
       );
       return tr;
@@ -181,6 +189,8 @@
       return;
     }
     setLive("live", "live");
+    const down = document.querySelector("[data-daemon-error]");
+    if (down) down.remove(); // it answers again
     if (onePage) renderApp(data); else renderTable(data);
   }
 
