@@ -1,11 +1,11 @@
 """Fixtures for the panel tests: databases (SQLite, and a real PostgreSQL server) and a
 real headless Chromium. The heavy parts live in tests/support/; this file wires them up.
 
-With pytest-xdist every worker that needs them starts its own PostgreSQL server and its
-own Chromium, once; each test still gets a fresh database and a fresh browser context.
+With pytest-xdist every worker that needs it starts its own PostgreSQL server, once;
+each test gets a fresh database. Each browser test gets its own Chromium (see `browser`).
 Browser tests are plain sync functions (Playwright's sync API refuses to run inside an
-asyncio loop): serve the panel from a thread or a process. A test that wants a browser of
-its own nests `tests.support.browser.chromium()`, which shares this thread's driver.
+asyncio loop): serve the panel from a thread or a process. A test that wants a second
+browser nests `tests.support.browser.chromium()`, which shares the test's driver.
 """
 
 from __future__ import annotations
@@ -65,9 +65,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 # --- browser ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
-    """Headless system Chromium for the session; it and Playwright's driver always stop."""
+    """Headless system Chromium; it and Playwright's driver always stop after the test.
+
+    Per test, not per session, on purpose: while a sync Playwright is open, its asyncio loop
+    counts as running in this thread, so every later test on the same xdist worker would
+    fail in asyncio.run() ("cannot be called from a running event loop")."""
     with contextlib.ExitStack() as stack:
         yield _enter_or_fail(stack, chromium())
 

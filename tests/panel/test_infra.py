@@ -4,6 +4,7 @@ and both are stopped completely, also when the code using them fails."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import shutil
 import socket
@@ -273,7 +274,7 @@ def launch_and_fail(parent: Path) -> dict[psutil.Process, str]:
 
 @pytest.mark.slow
 def test_a_second_browser_stops_even_when_the_user_fails(tab: Tab, site: str) -> None:
-    # The session's browser is open in this thread: the second shares its driver.
+    # The test's browser is open in this thread: the second shares its driver.
     parent = Path(tempfile.mkdtemp(prefix="crl-t-"))  # short: Chromium puts a socket there
     try:
         seen = launch_and_fail(parent)
@@ -284,7 +285,7 @@ def test_a_second_browser_stops_even_when_the_user_fails(tab: Tab, site: str) ->
     assert not any(name.startswith("node") for name in seen.values())  # it was there before
     assert not [proc for proc in seen if running(proc)]
     assert leftovers == []  # its temporary files went with it
-    tab.page.goto(site + "/")  # the session's browser is unharmed
+    tab.page.goto(site + "/")  # the first browser is unharmed
     assert tab.page.title() == "corral test page"
 
 
@@ -300,7 +301,7 @@ def test_driver_and_chromium_stop_even_when_the_user_fails() -> None:
         except BaseException as exc:
             failures.append(exc)
 
-    # A thread of its own has no driver yet: this launch starts one and must stop it.
+    # A thread of its own, so this launch surely starts a driver, and must stop it.
     thread = threading.Thread(target=guarded)
     thread.start()
     thread.join(timeout=60)
@@ -314,3 +315,16 @@ def test_driver_and_chromium_stop_even_when_the_user_fails() -> None:
     assert any(name.startswith("node") for name in seen.values())  # Playwright's driver
     assert not [proc for proc in seen if running(proc)]
     assert leftovers == []  # the driver's folder (profiles) and the browser's
+
+
+@pytest.mark.slow
+def test_no_event_loop_is_left_running_after_the_browser() -> None:
+    # A sync Playwright marks its asyncio loop as running in the thread while it is open;
+    # once the browser is closed, asyncio.run() must work again (tests after this use it).
+    with chromium() as launched:
+        launched.new_page().set_content("<title>x</title>")
+        refused = asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="running event loop"):
+            asyncio.run(refused)
+        refused.close()
+    asyncio.run(asyncio.sleep(0))
