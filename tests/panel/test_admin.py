@@ -295,6 +295,10 @@ def test_user_patch_refuses_unknown_fields_and_bad_values(world: World) -> None:
     assert bad.status_code == 422
     assert set(bad.json()["errors"]) == {"username", "disabled"}
     assert world.admin.api("PATCH", "/api/v1/users/999", {"disabled": True}).status_code == 404
+    assert world.admin.post("/admin/users/999/disable").status_code == 404
+    assert [(e.result, e.detail) for e in world.audit("user.disable")] == [
+        ("failed", "user id 999: no such user")
+    ]
 
 
 # --- grants -----------------------------------------------------------------------------

@@ -486,7 +486,7 @@ def _user_id(ctx: Ctx) -> int:
 
 
 @registry.page("/admin/users", need=ADMIN)
-def users_page(ctx: Ctx) -> Response:
+def admin_users_page(ctx: Ctx) -> Response:
     """Every user, and a form to add one."""
     return _users_page(ctx)
 
@@ -508,7 +508,7 @@ def users_create(ctx: Ctx) -> Response:
 
 
 @registry.page("/admin/users/{user_id:int}", need=ADMIN)
-def user_page(ctx: Ctx) -> Response:
+def admin_user_page(ctx: Ctx) -> Response:
     """One user: status, password, grants per tenant."""
     return _user_page(ctx, _user_id(ctx))
 
@@ -525,6 +525,9 @@ def _user_post(ctx: Ctx, action: str, done: str, run: Callable[[int], object]) -
     except FieldErrors as exc:
         _user_action_failed(ctx, action, user_id, exc)
         return _user_page(ctx, user_id, status=422, errors=exc.errors)
+    except HttpError as exc:
+        _user_action_failed(ctx, action, user_id, exc)
+        raise
     if isinstance(result, Response):
         return result
     return ctx.redirect(f"/admin/users/{user_id}?done={done}")
@@ -649,6 +652,9 @@ def _api(
     """Run one admin action for the API: 422 with field errors, 409 for a refusal."""
     try:
         return run()
+    except HttpError as exc:
+        ctx.audit(action, "failed", tenant=tenant, detail=exc.message)
+        raise
     except FieldErrors as exc:
         ctx.audit(action, "failed", tenant=tenant, detail=str(exc))
         return _invalid(exc)
@@ -768,15 +774,23 @@ def api_user_password(ctx: Ctx) -> Response:
 @registry.api("/api/v1/users/{user_id:int}/sessions", need=ADMIN, methods=("DELETE",))
 def api_user_sessions_end(ctx: Ctx) -> Response:
     """Log a user out everywhere."""
-    end_sessions_of(ctx, _user_id(ctx))
-    return JSONResponse({"ended": True})
+
+    def run() -> Response:
+        end_sessions_of(ctx, _user_id(ctx))
+        return JSONResponse({"ended": True})
+
+    return _api(ctx, "user.sessions_end", run)
 
 
 @registry.api("/api/v1/users/{user_id:int}/totp", need=ADMIN, methods=("DELETE",))
 def api_user_totp_off(ctx: Ctx) -> Response:
     """Turn a user's two-factor codes off."""
-    totp_off(ctx, _user_id(ctx))
-    return JSONResponse({"totp": False})
+
+    def run() -> Response:
+        totp_off(ctx, _user_id(ctx))
+        return JSONResponse({"totp": False})
+
+    return _api(ctx, "user.totp_off", run)
 
 
 @registry.api("/api/v1/users/{user_id:int}/grants", need=ADMIN, name="api_user_grants")
@@ -1026,7 +1040,7 @@ def _tenant_id(ctx: Ctx) -> int:
 
 
 @registry.page("/admin/tenants", need=ADMIN)
-def tenants_page(ctx: Ctx) -> Response:
+def admin_tenants_page(ctx: Ctx) -> Response:
     """Every tenant with its daemon's state, and a form to add one."""
     return _tenants_page(ctx)
 
@@ -1044,7 +1058,7 @@ def tenants_create(ctx: Ctx) -> Response:
 
 
 @registry.page("/admin/tenants/{tenant_id:int}", need=ADMIN)
-def tenant_page(ctx: Ctx) -> Response:
+def admin_tenant_page(ctx: Ctx) -> Response:
     """One tenant: its daemon, app limit and who may do what."""
     return _tenant_page(ctx, _tenant_id(ctx))
 
@@ -1331,7 +1345,7 @@ def _settings_page(
 
 
 @registry.page("/admin/settings", need=ADMIN)
-def settings_page(ctx: Ctx) -> Response:
+def admin_settings_page(ctx: Ctx) -> Response:
     """The panel's settings."""
     return _settings_page(ctx)
 
