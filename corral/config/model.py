@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
+NAME_RE = re.compile(r"[A-Za-z0-9._:-]{1,80}\Z")  # \Z, not $: "web\n" is not a name
 
 ExecMode = Literal["fork", "cluster"]
 LogType = Literal["raw", "json"]

@@ -74,7 +74,7 @@ DISCARD = "/dev/null"
 RLIMIT_SIZES: frozenset[str] = frozenset({"as", "core", "fsize", "stack", "memlock"})
 RLIMIT_COUNTS: frozenset[str] = frozenset({"nofile", "nproc", "cpu"})
 
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 _SHELL_CHARS = frozenset("$`|&;<>(){}\n")
 _ASSIGNMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")

@@ -596,3 +596,12 @@ def test_cli_errors_say_command_line(project: Path) -> None:
 def test_base_dir_is_normalised(project: Path) -> None:
     cfg = load({"script": "app.py"}, project / "src" / "..")
     assert cfg.cwd == str(project)
+
+
+@pytest.mark.parametrize("bad", ["web\n", "web\r\n"])
+def test_a_trailing_newline_is_not_part_of_a_valid_name(bad: str) -> None:
+    # `$` matches before a final newline; names and env names use \Z so "web\n" is refused.
+    with pytest.raises(ConfigError, match="key 'name'"):
+        app_from_dict({"name": bad, "script": "/bin/true"})
+    with pytest.raises(ConfigError, match="variable name"):
+        app_from_dict({"name": "web", "script": "/bin/true", "env": {bad.upper(): "1"}})

@@ -17,7 +17,7 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'"
 )
 PERMISSIONS_POLICY = (
-    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), bluetooth=()"
+    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=()"
 )
 HSTS = "max-age=31536000"
 STATIC_PREFIX = "/static/"
