@@ -26,7 +26,13 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.cli.connect import SUN_PATH_MAX
 from corral.panel.db.models import Tenant
-from corral.panel.gateway import DaemonDown, GatewayError, NoAutostart, TenantDaemon
+from corral.panel.gateway import (
+    DaemonDown,
+    GatewayError,
+    NoAutostart,
+    TenantDaemon,
+    default_starter,
+)
 from corral.panel.services import TenantRef
 from corral.panel.validation import FieldError, FieldErrors, app_limit, tenant_name
 from corral.paths import Home
@@ -271,6 +277,13 @@ def _wait_gone(tenant: TenantRef, timeout: float) -> bool:
     return False
 
 
+def _reap(panel: Panel) -> None:
+    """A daemon the dev starter spawned is the panel's child: collect its exit status."""
+    reap = getattr(panel.starter or default_starter(), "reap", None)
+    if callable(reap):
+        reap()
+
+
 def panel_made(config: PanelConfig, home: Path) -> bool:
     """Whether the panel made this home (so it may delete it): a folder of tenants_dir."""
     return _real(home).parent == _real(config.tenants_dir)
@@ -304,6 +317,7 @@ def remove_tenant(panel: Panel, tenant_id: int, *, delete_files: bool = False) -
         if row is not None:
             db.delete(row)
     panel.auth.invalidate_all()  # grants went with it
+    _reap(panel)
     # A request that resolved the tenant before the delete may have started the daemon
     # again in between; stop that one too (never starting one).
     was_running = _stop_daemon(tenant) or was_running
