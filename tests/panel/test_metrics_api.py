@@ -3,6 +3,9 @@ averaging time buckets, hidden from users of other tenants; on SQLite and Postgr
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -10,11 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from playwright.sync_api import expect
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from corral.panel.db.models import MetricSample
+from corral.panel.security.headers import CONTENT_SECURITY_POLICY
 from corral.panel.services import Panel, TenantRef
-from tests.support.panel import add_tenant, add_user, grant, login, make_app
+from tests.conftest import wait_for
+from tests.support.browser import Tab
+from tests.support.panel import PASSWORD, add_tenant, add_user, grant, login, make_app
 
 URL = "/api/v1/tenants/{tenant}/apps/{app}/metrics"
 
@@ -160,3 +172,101 @@ def test_other_tenants_and_missing_rights(world: World) -> None:
     world.client.cookies.clear()
     login(world.client, "lou")  # sees shop (logs) but lacks access
     assert world.get("shop", "web").status_code == 403
+
+
+# --- the chart in a real browser --------------------------------------------------------
+# No page of the panel shows a chart yet in this file's scope, so a tiny test page is
+# served next to the real panel (same origin, same CSP): the chart fetches the real API
+# with the real session cookie.
+
+CHART_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>chart</title><link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/css/panel.css">
+<script src="/static/js/chart.js" defer></script></head>
+<body><main><div class="card"><div class="chart" data-chart-src="{src}"></div></div></main>
+</body></html>"""
+
+
+@contextlib.contextmanager
+def serve(app: Starlette) -> Iterator[str]:
+    """Run `app` on uvicorn on a free loopback port; stopped (and joined) at the end."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-uvicorn")
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive())
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def chart_site(tmp_path: Path) -> Iterator[tuple[str, Panel, TenantRef]]:
+    panel_app, panel = make_app(tmp_path)
+    shop = add_tenant(panel, "shop", tmp_path / "shop")
+    grant(panel, add_user(panel, "ann"), shop, ["access"])
+
+    def chart_page(request: Request) -> Response:
+        src = URL.format(tenant="shop", app=request.path_params["app"])
+        return HTMLResponse(
+            CHART_PAGE.format(src=src),
+            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
+        )
+
+    site = Starlette(routes=[Route("/chart/{app}", chart_page), Mount("/", app=panel_app)])
+    with serve(site) as base:
+        yield base, panel, shop
+    panel.database.close()
+
+
+def test_the_chart_draws_real_samples_under_the_csp(
+    chart_site: tuple[str, Panel, TenantRef], tab: Tab
+) -> None:
+    base, panel, shop = chart_site
+    now = time.time()
+    rows = [(now - 3000 + 20 * i, 5 + i % 10, 50 * 2**20 + i * 2**16, 2) for i in range(120)]
+    add_samples(panel, shop, "web", rows)
+    page = tab.page
+    page.goto(f"{base}/login?next=/chart/web")
+    page.fill("input[name=username]", "ann")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/chart/web")
+
+    chart = page.locator(".chart")
+    expect(chart).to_have_attribute("data-chart-points", "120")
+    # chart.css was linked by the script and applies (a CSP violation would leave it out).
+    assert page.locator('link[href$="/static/css/chart.css"]').count() == 1
+    line = page.locator("path.chart-line-cpu")
+    expect(line).to_have_count(1)
+    assert line.evaluate("p => getComputedStyle(p).fill") == "none"
+    assert (line.get_attribute("d") or "").count("L") == 119  # one segment, 120 points
+    expect(page.locator("path.chart-line-memory")).to_have_count(1)
+    # The newest sample: cpu 5 + 119 % 10 = 14, memory 50 MiB + 119 * 64 KiB = 57.4 MiB.
+    expect(page.locator(".chart-key-cpu .chart-value")).to_have_text("14 %")
+    expect(page.locator(".chart-key-memory .chart-value")).to_have_text("57.4 MiB")
+    expect(page.locator(".chart-key-instances .chart-value")).to_have_text("2")
+    assert page.locator("text.chart-tick-time").count() >= 3
+    assert page.locator(".chart-empty").is_hidden()
+
+    box = page.locator("rect.chart-hit").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
+    tooltip = page.locator(".chart-hover.chart-hover-on .chart-tooltip")
+    expect(tooltip).to_be_visible()
+    expect(page.locator(".chart-tooltip-cpu")).to_have_text("CPU 14 %")
+    expect(page.locator(".chart-tooltip-instances")).to_have_text("2 instances")
+    tab.screenshot("chart")
+
+    page.goto(f"{base}/chart/nothing-yet")
+    empty = page.locator(".chart-empty")
+    expect(empty).to_be_visible()
+    expect(empty).to_have_text("no samples yet: the panel samples every 10 s")
+    assert page.locator("path.chart-line-cpu").count() == 0
+    tab.screenshot("chart-empty")
+    tab.watch.assert_clean()

@@ -268,15 +268,21 @@ def test_the_sampler_runs_in_the_background_and_stops_cleanly(
 
     async def main() -> None:
         async with run_sampler(panel):
+            assert [t.get_name() for t in asyncio.all_tasks()].count("corral-sampler") == 1
             # Several passes happen, each in the worker thread, while the loop stays free.
-            while (await asyncio.to_thread(count_samples, panel))[1] < 3:
-                await asyncio.sleep(0.05)
-        assert asyncio.all_tasks() == {asyncio.current_task()}
+            await asyncio.wait_for(until_passes(3), timeout=60)
+        leftover = asyncio.all_tasks() - {asyncio.current_task()}
+        assert not leftover, f"tasks left behind: {leftover}"
+
+    async def until_passes(wanted: int) -> None:
+        while (await asyncio.to_thread(count_samples, panel))[1] < wanted:
+            await asyncio.sleep(0.05)
 
     asyncio.run(main())
     wait_for(lambda: not sampler_threads())
     rows, passes = count_samples(panel)
-    assert passes >= 3 and rows == passes  # one app, one row per pass
+    assert passes >= 3, passes
+    assert rows == passes, (rows, passes)  # one app, one row per pass
     panel.database.close()
 
 
