@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 10.0
 """Seconds a daemon gets to answer `list` (it answers from memory, in milliseconds)."""
+PRUNE_EVERY = 60.0
+"""Old samples are deleted at most this often: the retention is counted in hours or days,
+and a delete over a big table every few seconds would be wasted work."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ def _processes(tenant: TenantRef) -> list[dict[str, Any]] | None:
 class _Sampler:
     panel: Panel
     stop: threading.Event = field(default_factory=threading.Event)
+    pruned_at: float = float("-inf")
     failing: dict[int, str] = field(default_factory=dict)
     """tenant id -> the last error logged for it: a broken tenant is logged once, not
     every pass."""
@@ -123,8 +127,12 @@ class _Sampler:
                 for app, sample in apps.items()
             ]
             db.add_all(rows)
-            retention = float(get_setting(db, "metrics.retention"))
-            db.execute(delete(MetricSample).where(MetricSample.at < at - retention))
+            prune = at - self.pruned_at >= PRUNE_EVERY
+            if prune:
+                retention = float(get_setting(db, "metrics.retention"))
+                db.execute(delete(MetricSample).where(MetricSample.at < at - retention))
+        if prune:  # only once the delete is committed
+            self.pruned_at = at
         return len(rows), interval
 
     def _ask(self, tenant: TenantRef) -> dict[str, AppUsage] | None:

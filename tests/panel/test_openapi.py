@@ -232,7 +232,7 @@ def test_the_metrics_operation_is_described_fully() -> None:
     }
     assert op["security"] == [{"apiToken": []}, {"session": []}]  # a GET needs no CSRF token
     schema = op["responses"]["200"]["content"]["application/json"]["schema"]
-    assert schema["required"] == ["app", "interval", "points"]
+    assert schema["required"] == ["app", "now", "interval", "points"]
     assert {"401", "403", "404", "503"} <= set(op["responses"])
 
 

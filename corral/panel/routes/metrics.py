@@ -31,9 +31,10 @@ Point = dict[str, float | int]
 
 POINTS_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["app", "interval", "points"],
+    "required": ["app", "now", "interval", "points"],
     "properties": {
         "app": {"type": "string"},
+        "now": {"type": "number", "description": "The server's Unix time."},
         "interval": {"type": "number", "description": "Seconds between samples."},
         "points": {
             "type": "array",
@@ -168,8 +169,9 @@ def app_metrics(ctx: Ctx) -> Response:
     app without samples (new, or unknown) has an empty list.
     """
     assert ctx.tenant is not None  # a tenant route: the wrapper resolved it
+    now = time.time()
     try:
-        since, max_points = parse_query(ctx.request.query_params, time.time())
+        since, max_points = parse_query(ctx.request.query_params, now)
     except QueryError as exc:
         return JSONResponse(
             {"error": str(exc), "errors": {exc.field: exc.message}}, status_code=422
@@ -179,6 +181,6 @@ def app_metrics(ctx: Ctx) -> Response:
         points = read_points(db, ctx.tenant.id, app, since, max_points)
         interval = sampling_interval(db, ctx.panel.config)
     return JSONResponse(
-        {"app": app, "interval": interval, "points": points},
+        {"app": app, "now": round(now, 3), "interval": interval, "points": points},
         headers={"Cache-Control": "no-store"},
     )

@@ -14,6 +14,7 @@
   const TIME_STEPS = [60, 120, 300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600,
     12 * 3600, 86400, 2 * 86400];
   const MIN_REFRESH = 2;
+  const MIN_SPAN = 300;
   const script = document.currentScript;
 
   // chart.css sits next to this script's folder (static/js -> static/css).
@@ -66,7 +67,7 @@
 
   function formatTick(seconds, range) {
     const date = new Date(seconds * 1000);
-    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
     if (range <= 86400) return time;
     return `${date.toLocaleDateString([], { weekday: "short" })} ${time}`;
   }
@@ -74,6 +75,7 @@
   function formatWhen(seconds) {
     return new Date(seconds * 1000).toLocaleString([], {
       month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+      hourCycle: "h23",
     });
   }
 
@@ -141,6 +143,8 @@
       this.error = "";
       this.width = 0;
       this.timer = null;
+      this.hoverX = null;
+      this.skew = 0;
       this.build();
     }
 
@@ -202,7 +206,7 @@
       clearTimeout(this.timer);
       if (!this.root.isConnected) return;
       if (!document.hidden) {
-        const now = Date.now() / 1000;
+        const now = Date.now() / 1000 + this.skew;
         const maxPoints = Math.max(2, Math.min(1000, Math.floor((this.plot.clientWidth || 600) / 2)));
         const url = new URL(this.src, location.href);
         url.searchParams.set("since", (now - this.range).toFixed(0));
@@ -218,6 +222,9 @@
           }
           this.points = Array.isArray(data.points) ? data.points : [];
           this.interval = Number(data.interval) || this.interval;
+          // Times are the server's: a browser whose clock is off still asks for the
+          // right range and puts "now" at the right edge.
+          if (Number.isFinite(data.now)) this.skew = data.now - Date.now() / 1000;
           this.error = "";
         } catch (error) {
           this.error = `could not load the metrics: ${error.message}`;
@@ -264,9 +271,12 @@
       const width = this.width;
       const innerW = width - PAD.left - PAD.right;
       const innerH = HEIGHT - PAD.top - PAD.bottom;
-      const now = Date.now() / 1000;
+      const now = Date.now() / 1000 + this.skew;
       const points = this.points;
-      const from = Math.min(now - this.range, points[0].at);
+      // The chosen range, or less when the samples start later (a new app, a panel that
+      // just started): 30 s of samples squeezed into the last pixels of a week say nothing.
+      const first = points[0].at;
+      const from = Math.min(first, Math.max(now - this.range, Math.min(first, now - MIN_SPAN)));
       const to = Math.max(now, points[points.length - 1].at);
       // Both axes share the grid lines: memory gets as many round steps as CPU has.
       const cpuAxis = niceAxis(Math.max(...points.map((p) => p.cpu)), 4, 1);
@@ -338,9 +348,9 @@
         x: PAD.left, y: PAD.top, width: scale.innerW, height: scale.innerH, class: "chart-hit",
       }, root);
 
-      const show = (event) => {
-        const bounds = root.getBoundingClientRect();
-        const px = ((event.clientX - bounds.left) / bounds.width) * this.width;
+      // px: the pointer's x in the SVG's coordinates; kept so a refresh keeps the tooltip.
+      const show = (px) => {
+        this.hoverX = px;
         const at = scale.from + ((px - PAD.left) / scale.innerW) * (scale.to - scale.from);
         const p = nearest(this.points, at);
         const cx = scale.x(p.at);
@@ -363,12 +373,18 @@
         tip.setAttribute("transform", `translate(${left.toFixed(1)},${PAD.top + 4})`);
         this.root.dataset.chartHover = String(p.at);
       };
-      hit.addEventListener("pointermove", show);
-      hit.addEventListener("pointerdown", show);
+      const fromEvent = (event) => {
+        const bounds = root.getBoundingClientRect();
+        show(((event.clientX - bounds.left) / bounds.width) * this.width);
+      };
+      hit.addEventListener("pointermove", fromEvent);
+      hit.addEventListener("pointerdown", fromEvent);
       hit.addEventListener("pointerleave", () => {
+        this.hoverX = null;
         hover.classList.remove("chart-hover-on");
         delete this.root.dataset.chartHover;
       });
+      if (this.hoverX != null) show(this.hoverX);
     }
   }
 
