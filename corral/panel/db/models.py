@@ -129,7 +129,10 @@ class MetricSample(Base):
     """CPU and memory of one app at one time, sampled by the panel (SPEC 2.5)."""
 
     __tablename__ = "metric_samples"
-    __table_args__ = (Index("ix_metrics_app_at", "tenant_id", "app", "at"),)
+    __table_args__ = (
+        Index("ix_metrics_app_at", "tenant_id", "app", "at"),
+        Index("ix_metrics_at", "at"),  # the retention delete scans by time alone
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
