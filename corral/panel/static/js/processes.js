@@ -127,6 +127,7 @@
 
   function renderLimit(data) {
     setText(document.querySelector('[data-field="app-count"]'), String(data.count));
+    setText(document.querySelector('[data-field="app-noun"]'), data.count === 1 ? "app" : "apps");
     const link = document.querySelector("[data-new-app]");
     const off = document.querySelector("[data-new-app-full]");
     if (!link || !off) return;
