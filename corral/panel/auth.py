@@ -102,7 +102,8 @@ class Authenticator:
         with self._lock:
             cached = self._cache.get(session_id)
         ttl = self.config.permission_cache_seconds
-        if cached and now - cached.loaded_at < ttl and now < cached.expires_at:
+        # A negative age means the wall clock stepped back: the entry's age is unknown.
+        if cached and 0 <= now - cached.loaded_at < ttl and now < cached.expires_at:
             return cached.principal
         with self.database.session() as db:
             session = db.get(Session, session_id)
