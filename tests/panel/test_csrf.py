@@ -156,6 +156,26 @@ def test_get_never_changes_state(world: World, key: tuple[str, str]) -> None:
         assert audit_entries(world.panel, since) == [], f"{key} as {actor.name} audited"
 
 
+@pytest.mark.slow
+def test_a_link_or_an_image_cannot_trigger_an_action(world: World) -> None:
+    """GET and HEAD on a path that only takes a state change: 405, nothing changes."""
+    readable = {path for method, path in ROUTES if method in ("GET", "WS")}
+    keys = [key for key in CHANGING if key[1] not in readable]
+    assert keys
+    client = world.client(ADMIN)
+    for key in keys:
+        path = key[1]
+        case = build_case(world, key, ADMIN)
+        before, since = state(world), last_audit_id(world.panel)
+        for method in ("GET", "HEAD"):
+            response = client.request(method, case.path)
+            assert response.status_code == 405, (method, case.path, response.status_code)
+        assert state(world) == before, path
+        assert audit_entries(world.panel, since) == [], path
+        if case.after is not None:
+            case.after(False)
+
+
 # --- API tokens and cookies -------------------------------------------------------------
 
 

@@ -555,7 +555,7 @@ BUILDERS: dict[tuple[str, str], Builder] = {
 OK: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/login"): (200, 303),  # a logged-in user is sent on to /
     ("GET", "/"): (200, 303),  # a user with one tenant is sent straight to it
-    ("POST", "/admin/users"): (200, 303),
+    ("POST", "/admin/users"): (303,),  # with a password given: on to the new user
     ("POST", "/api/v1/users"): (201,),
     ("POST", "/api/v1/admin/tenants"): (201,),
     ("POST", API): (201,),
@@ -663,6 +663,42 @@ def test_route_answers_each_actor_as_the_spec_says(
         case.after(got == ALLOW)
 
 
+API_KEYS = sorted(key for key, spec in ROUTES.items() if spec.kind == "api")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", API_KEYS, ids=[f"{m} {p}" for m, p in API_KEYS])
+def test_an_api_token_gets_the_same_answers_as_a_session(
+    world: World, key: tuple[str, str]
+) -> None:
+    """The API with personal tokens (Bearer, no cookie, no CSRF token, no Origin): each
+    actor's token is allowed and refused exactly as the matrix says; an unknown token is
+    401 everywhere."""
+    spec = ROUTES[key]
+    problems = []
+    for actor in ACTORS:
+        if actor.anonymous:
+            token = "crl_not-a-token"
+        else:
+            _, token = add_api_token(world.panel, world.ids[actor.name], world.fresh("api"))
+        case = build_case(world, key, actor)
+        client = TestClient(world.app, follow_redirects=False)
+        response = submit(
+            client,
+            key[0],
+            case.path,
+            api=True,
+            body=case.body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        got, want = verdict_of(response, key, spec), expected(NEEDS[key], actor)
+        if got != want:
+            problems.append(f"{actor.name}: {got}, the SPEC says {want}")
+        if case.after is not None:
+            case.after(got == ALLOW)
+    assert not problems, "\n".join(problems)
+
+
 # --- the table itself -------------------------------------------------------------------
 
 
@@ -758,17 +794,50 @@ def test_other_users_tokens_and_sessions_answer_404_and_stay(world: World) -> No
     assert token_id not in {t["id"] for t in listed}
 
 
+def _give(world: World, way: str, user_id: int, name: str, right: str) -> httpx.Response:
+    """Grant `right` on tenant C to the user, the way an admin would."""
+    admin = world.clients["admin"]
+    csrf = world.cookies["admin"].csrf
+    api = {"Origin": ORIGIN, "X-CSRF-Token": csrf}
+    c = world.c.id
+    if way == "user page":
+        form = {"csrf_token": csrf, f"t-{c}": "1", f"g-{c}-{right}": "on"}
+        return admin.post(f"/admin/users/{user_id}/grants", data=form, headers={"Origin": ORIGIN})
+    if way == "user API":
+        body = {"grants": {"c": [right]}}
+        return admin.put(f"/api/v1/users/{user_id}/grants", json=body, headers=api)
+    if way == "tenant page":
+        form = {"csrf_token": csrf, f"u-{user_id}": "1", f"g-{user_id}-{right}": "on"}
+        return admin.post(f"/admin/tenants/{c}/grants", data=form, headers={"Origin": ORIGIN})
+    body = {"grants": {name: [right]}}
+    return admin.patch(f"/api/v1/admin/tenants/{c}/grants", json=body, headers=api)
+
+
 @pytest.mark.slow
 def test_admin_screens_store_access_with_any_other_right(world: World) -> None:
-    """Through the admin API a single `control`, `logs` or `manage` grant brings `access`
-    along (a right on a tenant one cannot see would be useless); `access` stays alone."""
-    admin = world.clients["admin"]
-    headers = {"Origin": ORIGIN, "X-CSRF-Token": world.cookies["admin"].csrf}
+    """Every way an admin grants (user page and API, tenant page and API): a single
+    `control`, `logs` or `manage` brings `access` along (a right on a tenant one cannot
+    see would be useless); `access` stays alone."""
     for right in ("access", "control", "logs", "manage"):
-        name = world.fresh("granted")
-        user_id = quick_user(world.panel, name)
-        response = admin.put(
-            f"/api/v1/users/{user_id}/grants", json={"grants": {"c": [right]}}, headers=headers
-        )
-        assert response.status_code == 200, response.text
-        assert rights_of(world.panel, user_id, world.c) == {"access", right}
+        for way in ("user page", "user API", "tenant page", "tenant API"):
+            name = world.fresh("granted")
+            user_id = quick_user(world.panel, name)
+            response = _give(world, way, user_id, name, right)
+            assert response.status_code in (200, 303), (way, response.text)
+            assert rights_of(world.panel, user_id, world.c) == {"access", right}, way
+
+
+@pytest.mark.slow
+def test_an_app_is_named_exactly_never_by_id_pattern_or_all(world: World) -> None:
+    """{app} is one app's exact name: "all", an id or a pattern reaches nothing (the
+    daemon itself would take them as targets for many apps)."""
+    world.ensure_online()
+    before = processes(world.corral_a)
+    client = world.clients["admin"]
+    headers = {"Origin": ORIGIN, "X-CSRF-Token": world.cookies["admin"].csrf}
+    for name in ("all", "0", ".*", "web,all", "WEB", "we%2A", "%2Fweb%2F"):
+        for verb in ("stop", "restart", "delete"):
+            response = client.post(f"/api/v1/tenants/a/apps/{name}/{verb}", headers=headers)
+            assert response.status_code == 404, (name, verb, response.text)
+        assert client.get(f"/api/v1/tenants/a/apps/{name}/logs").status_code == 404, name
+    assert processes(world.corral_a) == before

@@ -28,6 +28,7 @@ from corral.panel.services import Panel, TenantRef
 from tests.support.panel import (
     ORIGIN,
     PASSWORD,
+    add_api_token,
     add_tenant,
     audit_entries,
     client_tls_context,
@@ -277,21 +278,37 @@ def test_logout_refuses_the_same_cookie_at_once(site: Site) -> None:
         assert db.scalar(select(func.count()).select_from(Session)) == 0
 
 
-def test_a_grant_removed_by_an_admin_is_refused_at_once(site: Site) -> None:
+def test_changes_made_by_an_admin_apply_at_once(site: Site) -> None:
+    """Grants taken, a user disabled, an admin demoted: through the admin API, which
+    drops the permission cache, the very next request sees it (no 10 s wait)."""
     ann = site.user("ann", ("access", "logs"))
     cookie = open_session(site.panel, ann)
     user = as_cookie(site, cookie.token)
+    _, token = add_api_token(site.panel, ann)
+    bearer = {"Authorization": f"Bearer {token}"}
     admin_id = quick_user(site.panel, "root", admin=True)
     admin_cookie = open_session(site.panel, admin_id)
     admin = as_cookie(site, admin_cookie.token)
-    assert user.get("/t/a").status_code == 200
+    deputy_id = quick_user(site.panel, "deputy", admin=True)
+    deputy = as_cookie(site, open_session(site.panel, deputy_id).token)
     headers = {"Origin": ORIGIN, "X-CSRF-Token": admin_cookie.csrf}
+    assert user.get("/t/a").status_code == 200  # cached from here on
+    assert site.client().get("/t/a", headers=bearer).status_code == 200
+    assert deputy.get("/admin/users").status_code == 200
+
     removed = admin.put(f"/api/v1/users/{ann}/grants", json={"grants": {"a": []}}, headers=headers)
-    assert removed.status_code == 200
+    assert removed.status_code == 200, removed.text
     assert user.get("/t/a").status_code == 404  # no grant left: the tenant is gone for her
+    assert site.client().get("/t/a", headers=bearer).status_code == 404
+
     disabled = admin.patch(f"/api/v1/users/{ann}", json={"disabled": True}, headers=headers)
     assert disabled.status_code == 200
     assert user.get("/api/v1/account").status_code == 401
+    assert site.client().get("/api/v1/account", headers=bearer).status_code == 401
+
+    demoted = admin.patch(f"/api/v1/users/{deputy_id}", json={"is_admin": False}, headers=headers)
+    assert demoted.status_code == 200, demoted.text
+    assert deputy.get("/admin/users").status_code == 404
 
 
 def test_a_grant_removed_behind_the_panels_back_is_refused_within_10_s(site: Site) -> None:
@@ -307,6 +324,17 @@ def test_a_grant_removed_behind_the_panels_back_is_refused_within_10_s(site: Sit
     assert user.get("/t/a").status_code == 200  # still the cached rights: allowed by SPEC
     site.clock.advance(ttl / 2)
     assert user.get("/t/a").status_code == 404  # 10 s after it was cached: refused
+
+
+def test_a_clock_stepping_back_does_not_stretch_the_permission_cache(site: Site) -> None:
+    """The wall clock can step back (NTP, a VM restored): the cached rights must not then
+    look younger than they are and outlive the 10 s bound."""
+    ann = site.user("ann")
+    user = as_cookie(site, open_session(site.panel, ann).token)
+    assert user.get("/t/a").status_code == 200  # cached at the current time
+    revoke_behind_the_panels_back(site.panel, ann, site.a)
+    site.clock.advance(-300)  # five minutes back: the cache entry seems to come from the future
+    assert user.get("/t/a").status_code == 404
 
 
 # --- logging in: throttling, audit, redirects ------------------------------------------
@@ -356,6 +384,37 @@ def test_an_address_is_throttled_after_the_policys_failures(site: Site) -> None:
     assert locked.status_code == 429
     results = [(e.action, e.result) for e in audit_entries(site.panel, since)]
     assert results == [("login", "failed"), ("login", "denied")]
+
+
+def test_the_throttle_counts_the_peer_not_forwarded_headers(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Behind no proxy, X-Forwarded-For and friends are the client's own words: a locked
+    address cannot unlock itself by naming another (a real uvicorn, as `corral panel`
+    runs it)."""
+    app, panel = make_app(tmp_path / "panel", database_url, starter=NoAutostart())
+    try:
+        quick_user(panel, "ann")
+        for n in range(ADDRESS_LIMIT - 1):
+            panel.throttle.record_failure(f"guess{n}", "127.0.0.1")
+        with serve(app) as origin, httpx.Client(base_url=origin, trust_env=False) as http:
+
+            def login(name: str, password: str, claimed: str) -> int:
+                form = http.get("/login")
+                body = {"username": name, "password": password}
+                body["csrf_token"] = login_form_token(form.text)
+                spoof = {"X-Forwarded-For": claimed, "X-Real-IP": claimed}
+                spoof["Forwarded"] = f"for={claimed}"
+                answer = http.post("/login", data=body, headers={"Origin": origin, **spoof})
+                return answer.status_code
+
+            since = last_audit_id(panel)
+            assert login("guess-last", "wrong", "203.0.113.7") == 401
+            assert login("ann", PASSWORD, "198.51.100.9") == 429
+        addresses = {e.address for e in audit_entries(panel, since)}
+        assert addresses == {"127.0.0.1"}
+    finally:
+        panel.database.close()
 
 
 EVIL_NEXT = [
