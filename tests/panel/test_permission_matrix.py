@@ -799,18 +799,22 @@ def _give(world: World, way: str, user_id: int, name: str, right: str) -> httpx.
     admin = world.clients["admin"]
     csrf = world.cookies["admin"].csrf
     api = {"Origin": ORIGIN, "X-CSRF-Token": csrf}
+    page = {"Origin": ORIGIN}
     c = world.c.id
+    response: httpx.Response
     if way == "user page":
         form = {"csrf_token": csrf, f"t-{c}": "1", f"g-{c}-{right}": "on"}
-        return admin.post(f"/admin/users/{user_id}/grants", data=form, headers={"Origin": ORIGIN})
-    if way == "user API":
+        response = admin.post(f"/admin/users/{user_id}/grants", data=form, headers=page)
+    elif way == "user API":
         body = {"grants": {"c": [right]}}
-        return admin.put(f"/api/v1/users/{user_id}/grants", json=body, headers=api)
-    if way == "tenant page":
+        response = admin.put(f"/api/v1/users/{user_id}/grants", json=body, headers=api)
+    elif way == "tenant page":
         form = {"csrf_token": csrf, f"u-{user_id}": "1", f"g-{user_id}-{right}": "on"}
-        return admin.post(f"/admin/tenants/{c}/grants", data=form, headers={"Origin": ORIGIN})
-    body = {"grants": {name: [right]}}
-    return admin.patch(f"/api/v1/admin/tenants/{c}/grants", json=body, headers=api)
+        response = admin.post(f"/admin/tenants/{c}/grants", data=form, headers=page)
+    else:
+        body = {"grants": {name: [right]}}
+        response = admin.patch(f"/api/v1/admin/tenants/{c}/grants", json=body, headers=api)
+    return response
 
 
 @pytest.mark.slow
