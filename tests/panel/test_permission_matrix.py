@@ -845,3 +845,23 @@ def test_an_app_is_named_exactly_never_by_id_pattern_or_all(world: World) -> Non
             assert response.status_code == 404, (name, verb, response.text)
         assert client.get(f"/api/v1/tenants/a/apps/{name}/logs").status_code == 404, name
     assert processes(world.corral_a) == before
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="routing._handle raises 403 for a missing right without an audit entry "
+    "(CSRF refusals are audited); SPEC 2.6 wants every state-changing action recorded",
+)
+def test_a_state_change_refused_for_a_missing_right_is_audited(world: World) -> None:
+    """SPEC 2.6: every state-changing action is recorded with its result, a refusal too."""
+    world.ensure_online()
+    cookie = world.cookies["only-access"]
+    since = last_audit_id(world.panel)
+    response = world.clients["only-access"].post(
+        f"/api/v1/tenants/a/apps/{APP}/stop",
+        headers={"Origin": ORIGIN, "X-CSRF-Token": cookie.csrf},
+    )
+    assert response.status_code == 403
+    entries = [(e.actor, e.tenant, e.result) for e in audit_entries(world.panel, since)]
+    assert entries == [("only-access", "a", "denied")]
