@@ -395,6 +395,11 @@ async def _handle(panel: Panel, spec: RouteSpec, request: Request) -> Response:
                     403, "the form has expired or its CSRF token is wrong; reload the page"
                 )
     if decision is Decision.FORBIDDEN:
+        if spec.changes_state:  # SPEC 2.6: a refused action is recorded like a done one
+            app = request.path_params.get("app")
+            await run_in_threadpool(
+                ctx.audit, spec.name, "denied", app=app, detail=f"missing the {spec.need} right"
+            )
         raise HttpError(403)
     response: Response = await run_in_threadpool(_call, spec, ctx)
     for key, value in ctx.headers_out.items():

@@ -848,11 +848,6 @@ def test_an_app_is_named_exactly_never_by_id_pattern_or_all(world: World) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="routing._handle raises 403 for a missing right without an audit entry "
-    "(CSRF refusals are audited); SPEC 2.6 wants every state-changing action recorded",
-)
 def test_a_state_change_refused_for_a_missing_right_is_audited(world: World) -> None:
     """SPEC 2.6: every state-changing action is recorded with its result, a refusal too."""
     world.ensure_online()
