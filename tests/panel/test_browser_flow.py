@@ -71,8 +71,8 @@ document.addEventListener("securitypolicyviolation", (e) => {
   console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
 });
 """
-"""Run in every page before its own scripts: a CSP violation becomes a console error even
-where Chromium would only warn."""
+"""Run in every page before its own scripts: each CSP violation also becomes a console
+error naming the directive, whatever Chromium itself chooses to log for it."""
 
 
 @dataclass(frozen=True)
