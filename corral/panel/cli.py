@@ -20,14 +20,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="corral panel", description="The corral web control panel (SPEC 2)."
     )
     common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's absent --home must not erase one given before the subcommand
+    # (`corral panel --home X create-admin ...`).
     common.add_argument(
         "--home",
         type=Path,
+        default=argparse.SUPPRESS,
         help="the panel's folder (default $CORRAL_PANEL_HOME or ~/.corral-panel)",
     )
     common.add_argument(
         "--db",
         metavar="URL",
+        default=argparse.SUPPRESS,
         help="SQLAlchemy URL (default: SQLite in the home); postgresql://user:pw@host/db",
     )
     sub = parser.add_subparsers(dest="action")
