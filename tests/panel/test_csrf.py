@@ -188,7 +188,7 @@ def test_an_api_token_needs_no_csrf_token_nor_origin(world: World) -> None:
         f"/api/v1/tenants/a/apps/{APP}/stop", headers={"Authorization": f"Bearer {token}"}
     )
     assert response.status_code == 200, response.text
-    assert {r[3] for r in processes(world.corral_a) if r[0] == APP} == {"stopped"}
+    assert world.statuses() == {"stopped"}
     world.ensure_online()
 
 
@@ -259,7 +259,7 @@ def test_the_right_token_with_the_own_origin_or_referer_works(world: World) -> N
             client, "POST", f"/t/a/apps/{APP}/stop", api=False, csrf=cookie.csrf, headers=headers
         )
         assert response.status_code == 303, (headers, response.text)
-        assert {r[3] for r in processes(world.corral_a) if r[0] == APP} == {"stopped"}
+        assert world.statuses() == {"stopped"}
     # the token in the header works for a form too (what panel.js sends)
     world.ensure_online()
     response = client.post(

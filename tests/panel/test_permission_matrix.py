@@ -63,6 +63,7 @@ from tests.support.panel import (
     open_session,
     processes,
     quick_user,
+    remove_dir,
     rights_of,
     session_exists,
     short_dir,
@@ -275,11 +276,13 @@ class World:
     def app_names(self) -> set[str]:
         return {row[0] for row in processes(self.corral_a)}
 
+    def statuses(self, name: str = APP) -> set[str]:
+        return {row[3] for row in processes(self.corral_a) if row[0] == name}
+
     def ensure_online(self, name: str = APP) -> None:
-        if {row[3] for row in processes(self.corral_a) if row[0] == name} != {"online"}:
+        if self.statuses(name) != {"online"}:
             self.corral_a.call("restart", target=name)
-            wait_for(lambda: {r[3] for r in processes(self.corral_a) if r[0] == name}
-                     == {"online"})  # fmt: skip
+            wait_for(lambda: self.statuses(name) == {"online"})
 
     def ensure_stopped(self, name: str = APP) -> None:
         self.corral_a.call("stop", target=name)
@@ -292,6 +295,7 @@ def world(
     folder = tmp_path_factory.mktemp(f"matrix-{request.param}")
     homes = short_dir("cpm")
     with contextlib.ExitStack() as stack:
+        stack.callback(remove_dir, homes)  # last: after the daemons under it stopped
         url = stack.enter_context(module_database(request, folder))
         app, panel = make_app(
             folder / "panel",
@@ -325,15 +329,13 @@ def world(
             user_id = world.ids[actor.name] = quick_user(panel, actor.name, admin=actor.admin)
             grant(panel, user_id, world.a, actor.on_a)
             grant(panel, user_id, world.b, actor.on_b)
+            # A session exactly as a login makes it (the login form, and its argon2 check
+            # of most of a second, are tested in test_sessions.py).
             cookie = world.cookies[actor.name] = open_session(panel, user_id)
             client.cookies.set(cookie.name, cookie.token)
         admin = world.clients["admin"]
         world.config_text = admin.get(f"/api/v1/tenants/a/apps/{APP}/config").json()["text"]
         yield world
-    # the daemons stopped with the stack; the made homes are temporary
-    import shutil
-
-    shutil.rmtree(homes, ignore_errors=True)
 
 
 # --- one request per (route, actor) -----------------------------------------------------
@@ -852,11 +854,18 @@ def test_a_state_change_refused_for_a_missing_right_is_audited(world: World) -> 
     """SPEC 2.6: every state-changing action is recorded with its result, a refusal too."""
     world.ensure_online()
     cookie = world.cookies["only-access"]
+    client = world.clients["only-access"]
     since = last_audit_id(world.panel)
-    response = world.clients["only-access"].post(
-        f"/api/v1/tenants/a/apps/{APP}/stop",
-        headers={"Origin": ORIGIN, "X-CSRF-Token": cookie.csrf},
-    )
-    assert response.status_code == 403
-    entries = [(e.actor, e.tenant, e.result) for e in audit_entries(world.panel, since)]
-    assert entries == [("only-access", "a", "denied")]
+    answers = [
+        client.post(
+            f"/api/v1/tenants/a/apps/{APP}/stop",
+            headers={"Origin": ORIGIN, "X-CSRF-Token": cookie.csrf},
+        ),
+        client.post(
+            f"/t/a/apps/{APP}/delete", data={"csrf_token": cookie.csrf}, headers={"Origin": ORIGIN}
+        ),
+    ]
+    assert [a.status_code for a in answers] == [403, 403]
+    entries = [(e.actor, e.tenant, e.app, e.result) for e in audit_entries(world.panel, since)]
+    assert entries == [("only-access", "a", APP, "denied")] * 2
+    assert world.statuses() == {"online"}

@@ -202,6 +202,11 @@ def test_under_tls_the_cookie_is_secure_with_the_host_prefix(
             assert session["samesite"].lower() == "strict"
             assert session["path"] == "/" and "domain" not in session  # what __Host- demands
             assert http.get("/api/v1/account").json()["username"] == "ann"
+            with panel.database.session() as db:
+                csrf = db.scalars(select(Session.csrf_token)).one()
+            plain = origin.replace("https://", "http://")  # same host and port, not https
+            forged = http.post("/logout", data={"csrf_token": csrf}, headers={"Origin": plain})
+            assert forged.status_code == 403
             api = http.get("/api/v1/account")
             assert api.headers["strict-transport-security"].startswith("max-age=")
     finally:

@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from tests.support.panel import (
     DATABASES,
     Cookie,
     add_tenant,
+    client_tls_context,
     grant,
     make_app,
     module_database,
@@ -43,6 +45,7 @@ from tests.support.panel import (
     start_app,
     tenant_daemon,
 )
+from tests.support.tls import make_pki
 
 APP = "web"
 SPEC_BOUND = 10.0
@@ -219,6 +222,39 @@ def test_dns_rebinding_a_foreign_host_name_is_refused(server: Server) -> None:
             sock=sock,
         )
     assert status == 400
+
+
+@pytest.mark.slow
+def test_under_tls_only_the_https_origin_may_open_a_stream(
+    database_url: str, tmp_path: Path
+) -> None:
+    """wss:// is reached from https:// pages: the http:// origin of the same host and port
+    is another origin."""
+    pki = make_pki(tmp_path / "pki")
+    homes = short_dir("cpw")
+    app, panel = make_app(
+        tmp_path / "panel",
+        database_url,
+        starter=NoAutostart(),
+        cert_file=pki.server_cert,
+        key_file=pki.server_key,
+    )
+    try:
+        a = add_tenant(panel, "a", homes / "a")
+        user_id = quick_user(panel, "ann")
+        grant(panel, user_id, a, ("access",))
+        cookie = open_session(panel, user_id, "127.0.0.1")
+        assert cookie.name.startswith("__Host-")
+        with serve(app, pki) as origin:
+            url = origin.replace("https://", "wss://") + "/t/a/ws/processes"
+            tls = client_tls_context(pki)
+            plain = origin.replace("https://", "http://")
+            assert refused(url, cookie, plain, ssl=tls) == 403
+            with open_ws(url, cookie, origin, ssl=tls) as ws:
+                assert ws.recv(timeout=10)
+    finally:
+        panel.database.close()
+        remove_dir(homes)
 
 
 # --- open streams close when the session or the right goes -----------------------------

@@ -345,6 +345,7 @@ def serve(app: Starlette, pki: Pki | None = None) -> Iterator[str]:
         ws="websockets-sansio",
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=5,
         **tls,
     )
     server = uvicorn.Server(config)
