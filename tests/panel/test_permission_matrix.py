@@ -769,8 +769,11 @@ def test_unknown_objects_answer_404_for_everyone(world: World) -> None:
                  "/api/v1/admin/tenants/999999"):  # fmt: skip
         assert admin.get(path).status_code == 404, path
     user = world.clients["tenant-user"]
-    assert user.get("/t/nosuch").status_code == 404
-    assert user.get("/t/b").status_code == 404  # exists, not theirs: the same answer
+    for missing, unseen in (("/t/nosuch", "/t/b"), ("/api/v1/tenants/nosuch/apps/own",
+                            "/api/v1/tenants/b/apps/own")):  # fmt: skip
+        gone, hidden = user.get(missing), user.get(unseen)
+        assert gone.status_code == hidden.status_code == 404
+        assert gone.text == hidden.text  # exists but not theirs: word for word the same
 
 
 @pytest.mark.slow

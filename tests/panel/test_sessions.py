@@ -284,8 +284,9 @@ def test_logout_refuses_the_same_cookie_at_once(site: Site) -> None:
 
 
 def test_changes_made_by_an_admin_apply_at_once(site: Site) -> None:
-    """Grants taken, a user disabled, an admin demoted: through the admin API, which
-    drops the permission cache, the very next request sees it (no 10 s wait)."""
+    """Grants taken or given (from the user's and the tenant's screens), a user disabled,
+    an admin demoted: the admin actions drop the permission cache, so the very next
+    request sees the change (no 10 s wait)."""
     ann = site.user("ann", ("access", "logs"))
     cookie = open_session(site.panel, ann)
     user = as_cookie(site, cookie.token)
@@ -305,6 +306,16 @@ def test_changes_made_by_an_admin_apply_at_once(site: Site) -> None:
     assert removed.status_code == 200, removed.text
     assert user.get("/t/a").status_code == 404  # no grant left: the tenant is gone for her
     assert site.client().get("/t/a", headers=bearer).status_code == 404
+
+    # the tenant's screens change grants too: given back (seen at once), taken again
+    tenant_api = f"/api/v1/admin/tenants/{site.a.id}/grants"
+    given = admin.patch(tenant_api, json={"grants": {"ann": ["access"]}}, headers=headers)
+    assert given.status_code == 200, given.text
+    assert user.get("/t/a").status_code == 200
+    form = {"csrf_token": admin_cookie.csrf, f"u-{ann}": "1"}  # her row, no box ticked
+    taken = admin.post(f"/admin/tenants/{site.a.id}/grants", data=form, headers={"Origin": ORIGIN})
+    assert taken.status_code == 303, taken.text
+    assert user.get("/t/a").status_code == 404
 
     disabled = admin.patch(f"/api/v1/users/{ann}", json={"disabled": True}, headers=headers)
     assert disabled.status_code == 200
