@@ -12,6 +12,8 @@ through.
 # ruff: noqa: F811  (the matrix's fixture is imported and used as a parameter)
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from corral.panel.db.models import ApiToken, Grant, Setting, Tenant, User
 from corral.panel.db.models import Session as SessionRow
+from corral.panel.gateway import DevStarter
 from corral.panel.routing import RouteSpec
 from tests.conftest import wait_for
 from tests.panel.test_permission_matrix import (  # noqa: F401
@@ -36,14 +39,23 @@ from tests.support.panel import (
     ORIGIN,
     PASSWORD,
     add_api_token,
+    add_tenant,
+    adopt_daemon,
     audit_entries,
     client_with,
+    grant,
     last_audit_id,
     login_form_token,
+    make_app,
     open_session,
     processes,
+    quick_user,
+    remove_dir,
     session_exists,
+    short_dir,
+    start_app,
     submit,
+    tenant_daemon,
 )
 
 ADMIN = next(a for a in ACTORS if a.name == "admin")
@@ -174,6 +186,57 @@ def test_a_link_or_an_image_cannot_trigger_an_action(world: World) -> None:
         assert audit_entries(world.panel, since) == [], path
         if case.after is not None:
             case.after(False)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="TenantDaemon autostarts a tenant's daemon on any request (DevStarter, the "
+    "default): a GET by a user with only `access` starts it, and it restarts the apps its "
+    "state file says should run; SPEC 2.2 leaves starting a daemon to admins' actions",
+)
+def test_a_get_never_starts_a_stopped_tenant_daemon(database_url: str, tmp_path: Path) -> None:
+    """With the panel's default starter (not NoAutostart as elsewhere here): the tenant's
+    daemon is down, its apps with it; no page, API read or stream may bring them back."""
+    homes = short_dir("cpd")
+    starter = DevStarter()  # what the panel uses when not told otherwise
+    app, panel = make_app(tmp_path / "panel", database_url, starter=starter,
+                          allowed_hosts=("testserver",))  # fmt: skip
+    try:
+        with tenant_daemon(homes / "a") as corral:
+            start_app(corral, APP)
+            corral.call("kill")  # stops the apps; the state file remembers they ran
+            wait_for(lambda: not corral.home.socket.exists())
+            try:
+                a = add_tenant(panel, "a", homes / "a")
+                user_id = quick_user(panel, "ann")
+                grant(panel, user_id, a, ("access", "control", "logs", "manage"))
+                client = client_with(app, open_session(panel, user_id))
+                started = []
+                for method, path in GETS:
+                    if "{tenant}" not in path:
+                        continue
+                    url = path.replace("{tenant}", "a").replace("{app}", APP)
+                    if method == "WS":
+                        with (
+                            contextlib.suppress(WebSocketDisconnect),
+                            client.websocket_connect(url, headers={"Origin": ORIGIN}) as ws,
+                        ):
+                            ws.receive_json() if url.endswith("/processes") else None
+                    else:
+                        client.get(url)
+                    if corral.home.socket.exists():
+                        started.append(f"{method} {path}")
+                        adopt_daemon(corral)
+                        corral.shutdown()  # down again for the next route
+                        starter.reap()
+                assert not started, f"these started the tenant's daemon: {started}"
+            finally:
+                adopt_daemon(corral)  # whatever the panel started stops with the fixture
+    finally:
+        panel.database.close()
+        starter.reap()
+        remove_dir(homes)
 
 
 # --- API tokens and cookies -------------------------------------------------------------

@@ -281,6 +281,18 @@ def tenant_daemon(home: Path) -> Iterator[Corral]:
         corral.shutdown()
 
 
+def adopt_daemon(corral: Corral) -> None:
+    """Make `corral.shutdown()` also stop a daemon of its home that someone else (the
+    panel's starter) started: by its pid file, as a psutil process (never a reused pid)."""
+    import psutil
+
+    pid = corral.daemon_pid()
+    if pid is None or pid in {p.pid for p in corral.started}:
+        return
+    with contextlib.suppress(psutil.Error):
+        corral.started.append(psutil.Process(pid))
+
+
 def start_app(corral: Corral, name: str, script: str = "app/server.py") -> None:
     """Start an app of the tenant straight through its daemon (not through the panel)."""
     import sys
