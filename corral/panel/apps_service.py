@@ -256,7 +256,8 @@ def find_app(ctx: Ctx, name: str) -> AppSummary:
 
 
 def _daemon(ctx: Ctx) -> TenantDaemon:
-    return ctx.panel.daemon(_tenant(ctx))
+    # An action (POST) may start the tenant's stopped daemon; a page view may not.
+    return ctx.panel.daemon(_tenant(ctx), start=ctx.spec.changes_state)
 
 
 def _tenant(ctx: Ctx) -> TenantRef:

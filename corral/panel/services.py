@@ -65,11 +65,16 @@ class Panel:
         with self.database.session() as db:
             return [TenantRef.of(row) for row in db.scalars(stmt)]
 
-    def daemon(self, tenant: TenantRef) -> TenantDaemon:
-        """The only way to a tenant's apps: its own daemon's socket (SPEC 2.2)."""
-        from corral.panel.gateway import TenantDaemon
+    def daemon(self, tenant: TenantRef, *, start: bool = False) -> TenantDaemon:
+        """The only way to a tenant's apps: its own daemon's socket (SPEC 2.2).
 
-        return TenantDaemon(tenant.home, self.starter)
+        `start`: may this request start a stopped daemon? Only state-changing requests
+        pass True: a daemon that starts restores the apps its state says should run, so
+        a page view must never do it (GET never changes state).
+        """
+        from corral.panel.gateway import NoAutostart, TenantDaemon
+
+        return TenantDaemon(tenant.home, self.starter if start else NoAutostart())
 
     def origin_of(self, conn: HTTPConnection) -> str:
         """The panel's own origin, which Origin headers must equal exactly."""

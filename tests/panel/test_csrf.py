@@ -189,12 +189,6 @@ def test_a_link_or_an_image_cannot_trigger_an_action(world: World) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="TenantDaemon autostarts a tenant's daemon on any request (DevStarter, the "
-    "default): a GET by a user with only `access` starts it, and it restarts the apps its "
-    "state file says should run; SPEC 2.2 leaves starting a daemon to admins' actions",
-)
 def test_a_get_never_starts_a_stopped_tenant_daemon(database_url: str, tmp_path: Path) -> None:
     """With the panel's default starter (not NoAutostart as elsewhere here): the tenant's
     daemon is down, its apps with it; no page, API read or stream may bring them back."""
