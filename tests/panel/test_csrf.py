@@ -12,14 +12,12 @@ through.
 # ruff: noqa: F811  (the matrix's fixture is imported and used as a parameter)
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
 
 from corral.panel.db.models import ApiToken, Grant, Setting, Tenant, User
 from corral.panel.db.models import Session as SessionRow
@@ -56,6 +54,7 @@ from tests.support.panel import (
     start_app,
     submit,
     tenant_daemon,
+    ws_try,
 )
 
 ADMIN = next(a for a in ACTORS if a.name == "admin")
@@ -145,12 +144,7 @@ def _get(world: World, key: tuple[str, str], spec: RouteSpec, actor: Actor) -> N
     case = build_case(world, key, actor)
     client = world.client(actor)
     if key[0] == "WS":
-        try:
-            with client.websocket_connect(case.path, headers={"Origin": ORIGIN}) as ws:
-                if key[1].endswith("/ws/processes"):
-                    ws.receive_json()
-        except WebSocketDisconnect:
-            pass
+        ws_try(client, case.path, first_message=key[1].endswith("/ws/processes"))
         return
     response = client.get(case.path)
     assert response.status_code < 500, response.text
@@ -212,11 +206,7 @@ def test_a_get_never_starts_a_stopped_tenant_daemon(database_url: str, tmp_path:
                         continue
                     url = path.replace("{tenant}", "a").replace("{app}", APP)
                     if method == "WS":
-                        with (
-                            contextlib.suppress(WebSocketDisconnect),
-                            client.websocket_connect(url, headers={"Origin": ORIGIN}) as ws,
-                        ):
-                            ws.receive_json() if url.endswith("/processes") else None
+                        ws_try(client, url, first_message=url.endswith("/processes"))
                     else:
                         client.get(url)
                     if corral.home.socket.exists():

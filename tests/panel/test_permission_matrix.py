@@ -72,6 +72,7 @@ from tests.support.panel import (
     tenant_daemon,
     token_exists,
     user_exists,
+    ws_try,
 )
 
 ACCESS, CONTROL, LOGS, MANAGE = (tenant(r) for r in Right)
@@ -624,12 +625,10 @@ def verdict_of(response: httpx.Response, key: tuple[str, str], spec: RouteSpec) 
 
 
 def ws_verdict(world: World, case: Case, actor: Actor) -> str:
-    client = world.client(actor)
-    try:
-        with client.websocket_connect(case.path, headers={"Origin": ORIGIN}):
-            return ALLOW
-    except WebSocketDisconnect as exc:
-        return {4401: LOGIN, 4404: HIDDEN, 4403: FORBIDDEN}.get(exc.code, f"closed {exc.code}")
+    code = ws_try(world.client(actor), case.path)
+    if code is None:
+        return ALLOW
+    return {4401: LOGIN, 4404: HIDDEN, 4403: FORBIDDEN}.get(code, f"closed {code}")
 
 
 def csrf_denials(world: World, since: int) -> list[str]:

@@ -4,6 +4,7 @@ uvicorn server, and stopping tenants' daemons afterwards."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -25,6 +26,7 @@ import uvicorn
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from corral.panel.app import create_app
 from corral.panel.config import PanelConfig
@@ -217,6 +219,24 @@ def audit_entries(panel: Panel, after_id: int = 0) -> list[AuditEntry]:
 def last_audit_id(panel: Panel) -> int:
     with panel.database.session() as db:
         return db.scalar(select(func.max(AuditEntry.id))) or 0
+
+
+def ws_try(client: TestClient, path: str, *, first_message: bool = False) -> int | None:
+    """Open a WebSocket with the panel's own Origin: None when the handshake is accepted
+    (after reading one message with `first_message`), else the code it was closed with.
+
+    Leaving the socket, TestClient cancels the app at once, often mid-cleanup; that
+    cancellation can surface here as concurrent.futures.CancelledError. It says nothing
+    about the panel (a real server lets the stream end), so it is not an error here."""
+    try:
+        with client.websocket_connect(path, headers={"Origin": ORIGIN}) as ws:
+            if first_message:
+                ws.receive_json()
+    except WebSocketDisconnect as exc:
+        return exc.code
+    except concurrent.futures.CancelledError:
+        pass
+    return None
 
 
 def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
