@@ -96,8 +96,11 @@ def test_a_daemon_that_is_down_is_said_so(site: Site) -> None:
     site.corral.shutdown()  # the panel never starts one here (NoAutostart)
     with connect(site) as ws:
         message = ws.receive_json()
-    assert message["apps"] == [] and "not running" in message["error"]
-    assert "cannot be reached" in site.client.get("/t/acme").text
+    # A stopped daemon is a state, not a broken stream: said as a notice, nothing started.
+    assert message["apps"] == [] and "not running" in message["notice"]
+    assert "error" not in message
+    assert "daemon is not running" in site.client.get("/t/acme").text
+    assert not site.corral.home.socket.exists()
 
 
 def test_a_user_with_access_streams_and_a_stranger_is_refused(make_site: SiteFactory) -> None:

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from corral.panel import apps_service as svc
 from corral.panel.apps_service import ActionFailed, LimitReached, Verb
-from corral.panel.gateway import GatewayError
+from corral.panel.gateway import DaemonDown, GatewayError
 from corral.panel.openapi import describe
 from corral.panel.permissions import Need, Right, tenant
 from corral.panel.routes.tenants import render_with_flash, set_flash
@@ -209,6 +209,8 @@ def _new_form(ctx: Ctx, status: int = 200, **context: Any) -> Response:
     count, error = 0, ""
     try:
         count = len(svc.list_apps(ctx.panel, ref))
+    except DaemonDown:
+        pass  # not started yet (a page view never starts it): creating the app will
     except GatewayError as exc:
         error = exc.message
     context.setdefault("error", error)

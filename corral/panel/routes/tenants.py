@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from corral.panel.apps_service import BLANK, list_apps, snapshot
-from corral.panel.gateway import GatewayError
+from corral.panel.gateway import DaemonDown, GatewayError
 from corral.panel.permissions import Right, tenant
 from corral.panel.routing import Ctx, WsCtx, registry
 from corral.panel.services import Panel, TenantRef
@@ -69,6 +69,10 @@ def tenant_page(ctx: Ctx) -> Response:
     daemon_error = ""
     try:
         apps = list_apps(ctx.panel, ctx.tenant)
+    except DaemonDown:
+        daemon_error = (
+            "This tenant's daemon is not running; it starts when an app is created or started."
+        )
     except GatewayError as exc:
         daemon_error = exc.message
     return render_with_flash(
@@ -112,6 +116,12 @@ async def _until_disconnect(ws: WsCtx) -> None:
 def _current(panel: Panel, ref: TenantRef) -> dict[str, Any]:
     try:
         return snapshot(panel, ref)
+    except DaemonDown as exc:
+        # Not started yet (or stopped): nothing runs. Said as a notice, not a stream error:
+        # the stream itself is live and shows the apps as soon as the daemon starts.
+        notice = f"{exc.message}; it starts when an app is created or started"
+        return {"tenant": ref.name, "apps": [], "count": 0, "limit": ref.app_limit,
+                "notice": notice}  # fmt: skip
     except GatewayError as exc:
         return {"tenant": ref.name, "error": exc.message, "apps": [], "limit": ref.app_limit}
 
