@@ -242,11 +242,9 @@ def ws_try(client: TestClient, path: str, *, first_message: bool = False) -> int
 def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
     """Log in through GET+POST /login; returns the session's CSRF token (from a page)."""
     page = client.get("/login")
-    token = _TOKEN.search(page.text)
-    assert token, "the login form has no csrf_token field"
     response = client.post(
         "/login",
-        data={"username": name, "password": password, "csrf_token": token.group(1)},
+        data={"username": name, "password": password, "csrf_token": login_form_token(page.text)},
         headers={"Origin": ORIGIN},
         follow_redirects=False,
     )
