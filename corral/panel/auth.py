@@ -94,7 +94,7 @@ class Authenticator:
 
     def end_user_sessions(self, db: DbSession, user_id: int) -> None:
         db.execute(delete(Session).where(Session.user_id == user_id))
-        self.invalidate_user(user_id, sessions_too=True)
+        self.invalidate_user(user_id)
 
     def from_session(self, token: str) -> Principal | None:
         session_id = hash_token(token)
@@ -146,7 +146,7 @@ class Authenticator:
 
     # -- invalidation
 
-    def invalidate_user(self, user_id: int, *, sessions_too: bool = False) -> None:
+    def invalidate_user(self, user_id: int) -> None:
         """Grants or the user changed: the next request reloads from the database."""
         with self._lock:
             for key in [k for k, v in self._cache.items() if v.principal.user_id == user_id]:

@@ -373,9 +373,15 @@ async def _handle(panel: Panel, spec: RouteSpec, request: Request) -> Response:
         if spec.kind == "page" and request.method == "GET":
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
         raise HttpError(401)
-    if decision is Decision.HIDDEN:
-        raise HttpError(404)
     ctx = Ctx(request, panel, principal, tenant, spec, via_token=via_token)
+    if decision is Decision.HIDDEN:
+        if spec.changes_state:  # SPEC 2.6: refused actions are recorded (who tried what)
+            await run_in_threadpool(
+                ctx.audit, spec.name, "denied",
+                tenant=request.path_params.get("tenant"), app=request.path_params.get("app"),
+                detail=f"not found for this user: {request.method} {request.url.path}",
+            )  # fmt: skip
+        raise HttpError(404)
     if request.method not in SAFE_METHODS:
         await _parse_body(ctx, panel.config.max_body_bytes)
         if not via_token:
@@ -459,11 +465,13 @@ async def _run_guarded(ctx: WsCtx) -> None:
                 return
 
     watcher = asyncio.ensure_future(guard())
-    done, _ = await asyncio.wait({stream, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (stream, watcher):
-        if task not in done:
-            task.cancel()
-    await asyncio.gather(stream, watcher, return_exceptions=True)
+    try:
+        done, _ = await asyncio.wait({stream, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this handler is cancelled (server shutdown): no stray tasks
+        for task in (stream, watcher):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(stream, watcher, return_exceptions=True)
     # The browser may already be gone (the stream ended because it left): closing a
     # closed socket raises, and there is nothing left to tell it.
     if ctx.websocket.client_state is not WebSocketState.CONNECTED:

@@ -113,7 +113,7 @@ def change_password(ctx: Ctx, data: Mapping[str, Any]) -> None:
         user.password_hash = hash_password(new)
         user.password_changed_at = time.time()
         ended = _end_sessions(db, me.user_id, keep=me.session_id)
-    ctx.panel.auth.invalidate_user(me.user_id, sessions_too=True)
+    ctx.panel.auth.invalidate_user(me.user_id)
     ctx.audit("account.password", detail=f"ended {ended} other session(s)")
 
 
@@ -344,7 +344,7 @@ def end_session(ctx: Ctx, ref: str) -> bool:
             raise HttpError(404, "no such session")
         current = rows[0].id == me.session_id
         db.delete(rows[0])
-    ctx.panel.auth.invalidate_user(me.user_id, sessions_too=True)
+    ctx.panel.auth.invalidate_user(me.user_id)
     ctx.audit("session.end", detail=f"session {ref}" + (" (this one)" if current else ""))
     return current
 

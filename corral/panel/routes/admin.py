@@ -354,7 +354,7 @@ def update_user(ctx: Ctx, user_id: int, changes: Mapping[str, bool]) -> UserView
             user.is_admin = changes["is_admin"]
             done.append("user.admin" if user.is_admin else "user.not_admin")
         view = _view(db, user, _tenant_names(db))
-    ctx.panel.auth.invalidate_user(user_id, sessions_too=True)
+    ctx.panel.auth.invalidate_user(user_id)
     for action in done:
         ctx.audit(action, detail=f"user {name!r}")
     return view
@@ -376,7 +376,7 @@ def reset_password(ctx: Ctx, user_id: int, data: Mapping[str, Any]) -> str | Non
             )
         else:
             ctx.panel.auth.end_user_sessions(db, user.id)
-    ctx.panel.auth.invalidate_user(user_id, sessions_too=True)
+    ctx.panel.auth.invalidate_user(user_id)
     ctx.audit("user.password_reset", detail=f"user {name!r}, sessions ended")
     return password if made else None
 
@@ -390,7 +390,7 @@ def delete_user(ctx: Ctx, user_id: int) -> str:
             raise Refused("you cannot delete yourself")
         ctx.panel.auth.end_user_sessions(db, user.id)
         db.delete(user)  # grants, sessions and tokens cascade
-    ctx.panel.auth.invalidate_user(user_id, sessions_too=True)
+    ctx.panel.auth.invalidate_user(user_id)
     ctx.audit("user.delete", detail=f"user {name!r}")
     return name
 
@@ -400,7 +400,7 @@ def end_sessions_of(ctx: Ctx, user_id: int) -> None:
         user = _user(db, user_id)
         name = user.username
         ctx.panel.auth.end_user_sessions(db, user.id)
-    ctx.panel.auth.invalidate_user(user_id, sessions_too=True)
+    ctx.panel.auth.invalidate_user(user_id)
     ctx.audit("user.sessions_end", detail=f"user {name!r}")
 
 
