@@ -85,14 +85,20 @@ class Manager:
     # -- shared --
     def wait_running(self, names: set[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        got: set[str] = set()
+        slow = 0  # list calls that did not answer within their own 60 s
         while True:
-            got = self.running()
+            try:
+                got = self.running()
+            except subprocess.TimeoutExpired:
+                slow += 1  # a manager busy starting its apps: ask again until the deadline
             if names <= got:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"{self.name}: {len(names - got)} of {len(names)} apps not running "
+                    f"timed out: {len(names - got)} of {len(names)} apps not reported running "
                     f"after {timeout:.0f}s"
+                    + (f" ({slow} list calls took over 60 s)" if slow else "")
                 )
             time.sleep(0.02)
 

@@ -285,8 +285,8 @@ def results_markdown(run: Run) -> str:
     if run.has("crash"):
         parts += [
             "",
-            "Crash-to-respawn, where the time goes (ms, medians over all runs, from the "
-            "kernel's process events):",
+            "Crash-to-respawn, where the time goes (ms, from the kernel's process events; "
+            "each column is a median of its own, so they need not add up):",
             "",
             breakdown_table(run),
         ]
@@ -304,7 +304,8 @@ def write_doc(run: Run) -> None:
         f"- {p.name}: {p.version if p.ok else 'unavailable: ' + p.why}" for p in run.peers.values()
     )
     scale_runs = (
-        f"; the {s.scale_apps}-app workload (8) {run.scale_repeat} run(s)"
+        f"; the {s.scale_apps}-app workload (8) {run.scale_repeat} run(s) only, to keep the "
+        "whole run near 35 minutes"
         if run.scale_repeat != run.repeat
         else ""
     )
@@ -347,6 +348,38 @@ better except for log throughput (MB/s); `corral/X` is corral's median divided b
 (for MB/s above 1 means corral is faster, elsewhere below 1 means corral is better).
 
 {results_markdown(run)}
+
+### Notes on the goals
+
+- **Crash-to-respawn** (goal: under 10 ms median) is about the manager's part, row 5: from
+  the kernel's exit of the old process to the exec of its replacement. In corral that is
+  the pidfd becoming readable, the reap, the restart policy, and (with `restart_delay:
+  0s`) in the same turn of the event loop the launch: environment, notify socket, log
+  pipes, then vfork+exec on the loop. Row 5b adds the app's own start-up: for a Python
+  app the interpreter alone (the `exec -> first line` column, the same whatever
+  respawns it, the `sh` loop included) takes several times 10 ms on this machine, so no
+  manager can bring a Python app back to its first line in 10 ms.
+- **Start 100 apps** (goal: at most half of PM2's): every manager reports an app running
+  once it has spawned it, so the figure is the CLI and daemon start-up, 100 spawns and the
+  list calls of the polling, while the 100 interpreters just started compete for the 2
+  cores. corral's spawn waits until the vfork'd child has exec'd (subprocess does): about
+  0.3 ms on a quiet machine, but on a loaded one the child must first be scheduled. In one
+  measurement at load average ~37 the daemon's 100 fork/exec calls took 10.4 s of a
+  13.4 s `corral start` (median 64 ms each, of which 0.44 ms of CPU). A spawn that does not
+  wait for the exec (fork, then learn the exec's outcome from the close-on-exec pipe on
+  the loop) would overlap them; that is a change of the spawn design, not made here.
+- **Log throughput** (goal: at least 2x PM2's and half of `cat`'s): corral reads the pipe
+  on its event loop (up to 1 MiB a read, `core/logcapture.py`) and hands each chunk to a
+  writer thread (`core/logwriter.py`) that writes the file; `cat` is one read/write loop in
+  C. The log path was not changed in this work.
+- **Idle CPU** (goal: at most Supervisor's, under 1 % of a core) is corral's sampling: see
+  workload 3 for its pace. Supervisor's figure is its once-a-second main loop.
+- **Reload** (goal: zero failed requests): see the footnotes of row 7 for what each
+  manager's reload is.
+- **Scale** (no goal): corral's idle CPU grows with what it samples, one small /proc
+  read per app process per pass and a scan of the host's processes every
+  {sup.IDLE_RESCAN_INTERVAL:g} s; with {s.scale_apps} apps that is of the order of PM2's,
+  which measures nothing until asked.
 
 ### The machine
 
