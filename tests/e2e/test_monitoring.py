@@ -75,7 +75,7 @@ def test_a_child_holding_100_mb_reads_that_rss(daemon: Corral) -> None:
 def test_a_tree_of_three_processes_is_summed(daemon: Corral) -> None:
     record = daemon.start_app("tree", TREE)[0]
     wait_for(lambda: "three" in read_text(record["out_log"]))
-    # Children are found by the full rescan, every 10th sampling pass (20 s).
+    # Children are found by the host-wide rescan (every 10 s while watched, 30 s idle).
     wait_for(lambda: daemon.proc("tree")["processes"] == 3, timeout=40)
     record = daemon.proc("tree")
     assert record["threads"] >= 3 and record["fds"] >= 3
