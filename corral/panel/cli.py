@@ -11,8 +11,12 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corral.panel.config import DEFAULT_HOST, DEFAULT_PORT, PanelConfig
+
+if TYPE_CHECKING:
+    from corral.panel.db.engine import Database
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,12 +139,12 @@ def _create_admin(config: PanelConfig, name: str, from_stdin: bool) -> int:
     try:
         with database.session() as db:
             create_user(db, name, password, is_admin=True)
+        _audit(database, "user.create", f"admin {name.strip().lower()!r} (command line)")
     except FieldError as exc:
         sys.stderr.write(f"corral panel: {exc.field}: {exc.message}\n")
         return 1
     finally:
         database.close()
-    _audit(config, "user.create", f"admin {name.strip().lower()!r} (command line)")
     print(f"created admin {name.strip().lower()!r}")
     return 0
 
@@ -172,9 +176,9 @@ def _set_password(config: PanelConfig, name: str, from_stdin: bool) -> int:
             user.password_hash = hash_password(password)
             user.password_changed_at = time.time()
             db.execute(delete(Session).where(Session.user_id == user.id))
+        _audit(database, "user.password", f"{name.strip().lower()!r} (command line)")
     finally:
         database.close()
-    _audit(config, "user.password", f"{name.strip().lower()!r} (command line)")
     print(f"password of {name.strip().lower()!r} changed; their sessions were ended")
     return 0
 
@@ -193,44 +197,37 @@ def _add_tenant(config: PanelConfig, ns: argparse.Namespace) -> int:
                 if db.query(Tenant).filter_by(name=ns.name).first() is not None:
                     return 0
         ref = create_tenant(database, config, ns.name, ns.tenant_home or "", ns.app_limit)
+        _audit(database, "tenant.create", f"{ref.name!r} home {ref.home} (command line)", ref.name)
     except FieldErrors as exc:
         for field, message in exc.errors.items():
             sys.stderr.write(f"corral panel: {field}: {message}\n")
         return 1
     finally:
         database.close()
-    _audit(config, "tenant.create", f"{ref.name!r} home {ref.home} (command line)", ref.name)
     print(f"created tenant {ref.name!r} with home {ref.home}")
     return 0
 
 
-def _audit(config: PanelConfig, action: str, detail: str, tenant: str | None = None) -> None:
+def _audit(database: Database, action: str, detail: str, tenant: str | None = None) -> None:
     """Command-line admin actions are audited like the panel's (actor: the OS user)."""
     import pwd
 
     from corral.panel.audit import AuditLog
-    from corral.panel.db.engine import Database
 
     try:
         who = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         who = str(os.getuid())
-    database = Database.open(config.url)
-    try:
-        AuditLog(database).record(
-            actor=f"cli:{who}", action=action, address="local", tenant=tenant, detail=detail
-        )
-    finally:
-        database.close()
+    AuditLog(database).record(
+        actor=f"cli:{who}", action=action, address="local", tenant=tenant, detail=detail
+    )
 
 
-def first_run(database: object) -> str | None:
+def first_run(database: Database) -> str | None:
     """Create `admin` with a generated password when there is no user; return it."""
-    from corral.panel.db.engine import Database
     from corral.panel.security.passwords import generate_password
     from corral.panel.users import create_user, user_count
 
-    assert isinstance(database, Database)
     with database.session() as db:
         if user_count(db):
             return None

@@ -375,13 +375,8 @@ async def _handle(panel: Panel, spec: RouteSpec, request: Request) -> Response:
         raise HttpError(401)
     ctx = Ctx(request, panel, principal, tenant, spec, via_token=via_token)
     if decision is Decision.HIDDEN:
-        if spec.changes_state:  # SPEC 2.6: refused actions are recorded (who tried what)
-            await run_in_threadpool(
-                ctx.audit, spec.name, "denied",
-                tenant=request.path_params.get("tenant"), app=request.path_params.get("app"),
-                detail=f"not found for this user: {request.method} {request.url.path}",
-            )  # fmt: skip
-        raise HttpError(404)
+        detail = f"not found for this user: {request.method} {request.url.path}"
+        raise await _refused(ctx, 404, detail)
     if request.method not in SAFE_METHODS:
         await _parse_body(ctx, panel.config.max_body_bytes)
         if not via_token:
@@ -401,16 +396,23 @@ async def _handle(panel: Panel, spec: RouteSpec, request: Request) -> Response:
                     403, "the form has expired or its CSRF token is wrong; reload the page"
                 )
     if decision is Decision.FORBIDDEN:
-        if spec.changes_state:  # SPEC 2.6: a refused action is recorded like a done one
-            app = request.path_params.get("app")
-            await run_in_threadpool(
-                ctx.audit, spec.name, "denied", app=app, detail=f"missing the {spec.need} right"
-            )
-        raise HttpError(403)
+        raise await _refused(ctx, 403, f"missing the {spec.need} right")
     response: Response = await run_in_threadpool(_call, spec, ctx)
     for key, value in ctx.headers_out.items():
         response.headers[key] = value
     return response
+
+
+async def _refused(ctx: Ctx, status: int, detail: str) -> HttpError:
+    """The error to raise; a refused state change is audited first (SPEC 2.6: who tried
+    what, even on a tenant they cannot see)."""
+    if ctx.spec.changes_state:
+        params = ctx.request.path_params
+        await run_in_threadpool(
+            ctx.audit, ctx.spec.name, "denied",
+            tenant=params.get("tenant"), app=params.get("app"), detail=detail,
+        )  # fmt: skip
+    return HttpError(status)
 
 
 def _call(spec: RouteSpec, ctx: Ctx) -> Response:

@@ -26,45 +26,11 @@ from corral.panel.gateway import DaemonDown, NoAutostart, TenantDaemon
 from corral.panel.services import Panel
 from corral.paths import Home
 from tests.conftest import Corral, wait_for
-from tests.support.panel import ORIGIN, PASSWORD, add_user, csrf_of, make_app, short_dir
+from tests.support.panel import PASSWORD, Client, add_user, make_app, short_dir
 
 OTHER_PASSWORD = "a different passphrase here"
 METRICS = "/api/v1/tenants/{}/apps/web/metrics"
 """A tenant route needing `access` that does not touch the daemon."""
-
-
-class Client:
-    """One browser: its own cookies, its session's CSRF token, form posts and API calls."""
-
-    def __init__(self, app: Any) -> None:
-        self.http = TestClient(app, follow_redirects=False)
-        self.csrf = ""
-
-    def login(self, name: str, password: str = PASSWORD, code: str = "") -> int:
-        form = self.http.get("/login")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-        assert token
-        response = self.http.post(
-            "/login",
-            data={"username": name, "password": password, "totp": code, "csrf_token": token[1]},
-            headers={"Origin": ORIGIN},
-        )
-        if response.status_code == 303:
-            self.csrf = csrf_of(self.http)
-        return int(response.status_code)
-
-    def get(self, url: str, **kwargs: Any) -> Any:
-        return self.http.get(url, **kwargs)
-
-    def post(self, url: str, data: dict[str, str] | None = None) -> Any:
-        form = {"csrf_token": self.csrf, **(data or {})}
-        return self.http.post(url, data=form, headers={"Origin": ORIGIN})
-
-    def api(self, method: str, url: str, body: Any = None) -> Any:
-        headers = {"Origin": ORIGIN, "X-CSRF-Token": self.csrf}
-        if body is None:
-            return self.http.request(method, url, headers=headers)
-        return self.http.request(method, url, json=body, headers=headers)
 
 
 class World:
