@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 START_TIMEOUT = 10.0
 """How long a freshly spawned daemon gets to open its socket."""
 FIRST_SLEEP = 0.005
-MAX_SLEEP = 0.1
+MAX_SLEEP = 0.01
+"""A daemon takes ~0.1 s to listen: a longer backoff step would mostly be overshoot, and a
+failed connect() to a missing socket costs microseconds."""
 CONNECT_TIMEOUT = 5.0
 """Timeout of the connect() call itself (a daemon that accepts nothing)."""
 
@@ -98,7 +100,7 @@ def spawn_daemon(home: Home) -> subprocess.Popen[bytes]:
 def wait_for_daemon(
     home: Home, proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT
 ) -> ControlClient:
-    """Poll the socket until it accepts, with a backoff from 5 ms; fail fast on a crash.
+    """Poll the socket until it accepts, every 5-10 ms; fail fast on a crash.
 
     A daemon that exits with status 0 found another daemon holding the lock: that one
     is (about to be) listening, so we keep trying until the deadline.

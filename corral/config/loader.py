@@ -69,7 +69,11 @@ def _read(path: Path, source: str) -> str:
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class _StrictYamlLoader(yaml.SafeLoader):
+# libyaml's loader where PyYAML was built with it: ten times faster on a 100-app file.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictYamlLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     """SafeLoader that refuses a key given twice in one mapping (YAML keeps the last)."""
 
 

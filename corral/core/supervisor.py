@@ -85,6 +85,7 @@ class Supervisor:
         self.events = EventBus()
         self.log_writer = LogWriter()
         self.apps: dict[int, App] = {}
+        self._names: dict[str, App] = {}  # by_name in O(1): starting 1000 apps looks up each
         self._samples: dict[tuple[int, int], _Sampled] = {}
         self._next_id = 0
         self._changed: asyncio.Event = asyncio.Event()
@@ -109,7 +110,7 @@ class Supervisor:
     # ============================================================== lookups
 
     def by_name(self, name: str) -> App | None:
-        return next((app for app in self.apps.values() if app.name == name), None)
+        return self._names.get(name)
 
     def resolve(self, targets: Iterable[str]) -> list[App]:
         return resolve_many(list(targets), self.apps.values())
@@ -141,6 +142,7 @@ class Supervisor:
             created_at=created_at if created_at is not None else self.os.wall(),
         )
         self.apps[app_id] = app
+        self._names[app.name] = app
         self._resize(app, config.instances)
         self.persist()
         return app
@@ -163,6 +165,9 @@ class Supervisor:
 
     def _set_config(self, app: App, config: AppConfig) -> None:
         """Configs are replaced, never changed in place (App.to_state relies on it)."""
+        if config.name != app.name and self._names.get(app.name) is app:
+            del self._names[app.name]
+            self._names[config.name] = app
         app.config = config
         for inst in app.instances.values():
             inst.config = config
@@ -173,6 +178,8 @@ class Supervisor:
         for number in list(app.instances):
             self._forget_instance(app, number)
         del self.apps[app.id]
+        if self._names.get(app.name) is app:
+            del self._names[app.name]
         self.events.forget(app.name)
         self.events.publish({"type": "deleted", "name": app.name, "id": app.id})
         self.persist()
