@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 NAME_RE = re.compile(r"[A-Za-z0-9._:-]{1,80}\Z")  # \Z, not $: "web\n" is not a name
+SECRET_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+"""A secret's name: an environment variable name (the store's NAME_RE, without importing
+the store and its cipher into every CLI command that reads a config)."""
 
 ExecMode = Literal["fork", "cluster"]
 LogType = Literal["raw", "json"]
@@ -38,6 +41,9 @@ class AppConfig:
     increment_var: str | None = None
     port: int | None = None
     instance_var: str = "NODE_APP_INSTANCE"
+    secrets: list[str] = field(default_factory=list)
+    """Names of the secrets the app needs (SPEC 3): set with `corral secret set`, merged
+    last at launch; the app is not started while one is missing. Never values."""
 
     # Restart policy (SPEC 1.4).
     autorestart: bool = True

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from corral.config.errors import ConfigError, UnknownKeyError, short_repr, suggestion
-from corral.config.model import NAME_RE, AppConfig
+from corral.config.model import NAME_RE, SECRET_NAME_RE, AppConfig
 from corral.config.units import parse_duration, parse_signal, parse_size, parse_umask
 from corral.core.cron import validate as validate_cron
 from corral.core.listen import parse_listen
@@ -251,6 +251,29 @@ def _env_profiles(value: Any, ctx: _Ctx) -> dict[str, dict[str, str]]:
     return profiles
 
 
+def _secret_names(value: Any, ctx: _Ctx) -> list[str]:
+    """Names only, never values: an entry is never echoed in an error (it might be one)."""
+    if isinstance(value, Mapping):
+        raise ValueError(
+            "expected a list of secret names, got a mapping: a secret's value never goes "
+            "in a config file; set it with `corral secret set APP NAME`"
+        )
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a secret name or a list of them")
+    names: list[str] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not SECRET_NAME_RE.match(item):
+            raise ValueError(
+                f"entry {i} is not a secret name: expected a variable name (letters, digits"
+                " and _, not starting with a digit, at most 128 characters)"
+            )
+        if item in names:
+            raise ValueError(f"secret {item!r} is listed twice")
+        names.append(item)
+    return names
+
+
 def _exit_codes(value: Any, ctx: _Ctx) -> list[int]:
     what = "an exit code (0 to 255) or a list of them"
     items = value if isinstance(value, list) else [value]
@@ -413,6 +436,7 @@ TABLE: dict[str, Converter] = {
     "increment_var": _optional(_env_name),
     "port": _optional(_int_range(1, 65535)),
     "instance_var": _env_name,
+    "secrets": _secret_names,
     "autorestart": _bool,
     "max_restarts": _int_range(0, None),
     "min_uptime": _duration,

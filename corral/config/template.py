@@ -24,6 +24,9 @@ apps:
       PYTHONUNBUFFERED: "1"
     env_production:
       APP_ENV: production
+    # Secrets: names only, never values. Set each with `corral secret set api NAME`;
+    # they are stored encrypted and reach the app last, at exec time.
+    # secrets: [DATABASE_PASSWORD]
 
     # Restart policy.
     autorestart: true           # restart when it exits

@@ -31,6 +31,7 @@ from corral.core.settings import Settings
 from corral.core.state_store import StateStore
 from corral.core.supervisor import Supervisor
 from corral.paths import Home
+from corral.secrets import SecretError, SecretStore
 
 log = logging.getLogger("corral.daemon")
 DAEMON_LOG_MAX = 10 * 1024 * 1024
@@ -116,6 +117,23 @@ async def stop_leftovers(state: dict[str, Any]) -> None:
         log.warning("stopped %d processes left by a previous daemon: %s", len(stopped), stopped)
 
 
+TENANT_ENV = "CORRAL_TENANT"
+"""The tenant this daemon serves (set by the panel for tenant daemons), bound into every
+secret's associated data."""
+
+
+async def open_secrets(home: Home) -> tuple[SecretStore, str | None]:
+    """The daemon's secrets store, loaded off the loop; with why it could not be, if so."""
+    environ = dict(os.environ)
+    store = SecretStore(home.root, tenant=environ.get(TENANT_ENV, ""), environ=environ)
+    try:
+        await asyncio.to_thread(store.load)
+    except (SecretError, OSError) as exc:
+        log.error("secrets: %s; no app is started until this is fixed", exc)
+        return store, str(exc)
+    return store, None
+
+
 class MetricsEndpoint:
     """The Prometheus endpoint, following the `metrics.port` / `metrics.host` settings."""
 
@@ -156,7 +174,9 @@ async def run(home: Home) -> int:
     settings = Settings(home.settings)
     for problem in await asyncio.to_thread(settings.load):
         log.error("settings: %s", problem)
-    sup = Supervisor(RealOs(loop), home.logs, store, loop=loop, settings=settings)
+    secrets, secrets_problem = await open_secrets(home)
+    sup = Supervisor(RealOs(loop), home.logs, store, loop=loop, settings=settings, secrets=secrets)
+    sup.secrets_problem = secrets_problem
     state = await asyncio.to_thread(store.load)
     if store.last_error:
         log.error("state file: %s", store.last_error)

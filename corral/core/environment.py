@@ -26,8 +26,10 @@ def build_environment(
     instance: int,
     cli_env: Mapping[str, str] | None,
     env_name: str | None,
+    secrets: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Merge, in order: the CLI's environment, `env`, `env_<env_name>`, then corral's own.
+    """Merge, in order: the CLI's environment, `env`, `env_<env_name>`, the app's secrets
+    (decrypted by the caller, SPEC 3), then corral's own.
 
     Raises ValueError when `increment_var` names a variable that is not an integer.
     """
@@ -35,7 +37,7 @@ def build_environment(
     env.update(config.env)
     if env_name is not None:
         env.update(config.env_profiles.get(env_name, {}))
-    # Secrets (SPEC 3) are merged here, last, when the secrets store lands.
+    env.update(secrets or {})
 
     env["CORRAL_APP"] = config.name
     env["CORRAL_INSTANCE"] = str(instance)

@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from corral import __version__
 from corral.config.errors import ConfigError
-from corral.config.model import AppConfig
+from corral.config.model import NAME_RE, AppConfig
 from corral.config.schema import app_from_dict
 from corral.core.app import App
 from corral.core.environment import build_environment
@@ -27,12 +28,20 @@ from corral.core.supervisor import Supervisor
 from corral.paths import Home
 from corral.protocol.commands import Command
 from corral.protocol.wire import ErrorCode, ProtocolError
+from corral.secrets.errors import SecretError
+from corral.secrets.keys import ENV_KEY
+from corral.secrets.store import NAME_RE as SECRET_NAME_RE
+from corral.secrets.store import SecretInfo, SecretStore, check_value
+
+log = logging.getLogger("corral.secrets")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 TAIL_MAX_LINES = 10_000
 TAIL_BUDGET = 3 * 1024 * 1024
 """Bytes the lines of one `tail` answer may take: well inside MAX_MESSAGE_BYTES."""
+SECRET_MASK = "(secret)"
+"""What `env` shows in place of a secret's value."""
 TAIL_SETTLE = 1.0
 """How long `tail` waits for output already captured to reach the files."""
 
@@ -65,7 +74,8 @@ def _env(args: dict[str, Any]) -> dict[str, str] | None:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise _bad("'cli_env' must be an object of strings")
-    return value
+    # The master key of the secrets store must never be kept in state.json nor reach a child.
+    return {k: v for k, v in value.items() if k != ENV_KEY}
 
 
 def _configs(args: dict[str, Any]) -> list[AppConfig]:
@@ -80,6 +90,37 @@ def _configs(args: dict[str, Any]) -> list[AppConfig]:
     if len(set(names)) != len(names):
         raise _bad("two apps in one request have the same name")
     return configs
+
+
+def _secret_target(args: dict[str, Any]) -> tuple[str, str]:
+    """(app, name) of a secret command. Neither is echoed: a confused client may have put
+    the value there."""
+    app, name = args.get("app"), args.get("name")
+    if not isinstance(app, str) or not NAME_RE.match(app):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "'app' must be an app name (letters, digits and . _ : -)"
+        )
+    if not isinstance(name, str) or not SECRET_NAME_RE.match(name):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            "'name' must be a variable name: letters, digits and _, not starting with a"
+            " digit, at most 128 characters",
+        )
+    return app, name
+
+
+def _secret_value(name: str, args: dict[str, Any]) -> str:
+    value = args.get("value")
+    try:
+        check_value(name, value)  # its messages name the variable, never the value
+    except SecretError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
+    assert isinstance(value, str)
+    return value
+
+
+def _secret_info(info: SecretInfo) -> dict[str, Any]:
+    return {"app": info.app, "name": info.name, "set_at": info.set_at}
 
 
 def _signal(value: Any) -> int:
@@ -102,6 +143,8 @@ class Handlers:
         self.home = home
         self._request_shutdown = request_shutdown
         self.on_metrics_settings: Callable[[], Awaitable[None]] | None = None
+        # Secret commands and pre-start checks take turns: each runs store code in a thread.
+        self._secrets_lock = asyncio.Lock()
         self.table: dict[str, Handler] = {
             Command.PING: self.ping,
             Command.START: self.start,
@@ -125,6 +168,10 @@ class Handlers:
             Command.METRICS: self.metrics,
             Command.SET: self.set,
             Command.GET: self.get,
+            Command.SECRET_SET: self.secret_set,
+            Command.SECRET_LIST: self.secret_list,
+            Command.SECRET_REMOVE: self.secret_remove,
+            Command.SECRET_ROTATE: self.secret_rotate,
             Command.KILL: self.kill,
         }
 
@@ -155,6 +202,8 @@ class Handlers:
     async def start(self, args: dict[str, Any]) -> Any:
         if "apps" not in args:
             apps = self.sup.resolve(_targets(args))
+            if args.get("force") or not all(_fully_running(app) for app in apps):
+                await self.check_secrets([(app.name, app.config.secrets) for app in apps])
             if args.get("update_env") or args.get("env_name") is not None:
                 for app in apps:
                     self.sup.replace_config(
@@ -180,6 +229,7 @@ class Handlers:
         env_name = _opt_str(args, "env_name")
         force = bool(args.get("force"))
         await _check_scripts(configs)
+        await self.check_secrets([(cfg.name, cfg.secrets) for cfg in configs])
         # Check every app before touching any, so that a refused request changes nothing.
         for cfg in configs:
             existing = self.sup.by_name(cfg.name)
@@ -241,6 +291,7 @@ class Handlers:
         if "apps" in args:
             configs = _configs(args)
             await _check_scripts(configs)
+            await self.check_secrets([(cfg.name, cfg.secrets) for cfg in configs])
             apps = []
             for cfg in configs:
                 app = self.sup.by_name(cfg.name)
@@ -253,6 +304,7 @@ class Handlers:
                 apps.append(app)
         else:
             apps = self.sup.resolve(_targets(args))
+            await self.check_secrets([(app.name, app.config.secrets) for app in apps])
             if update_env:
                 for app in apps:
                     self.sup.replace_config(
@@ -295,6 +347,7 @@ class Handlers:
                 "desired": app.desired,
                 "created_at": app.created_at,
                 "instances": self.records([app]),
+                "secrets": self._described_secrets(app),
                 "events": [
                     {k: e[k] for k in ("at", "instance", "from", "to", "reason")}
                     for e in self.sup.events.recent(app.name)
@@ -307,6 +360,8 @@ class Handlers:
         apps = self.sup.resolve(_targets(args))
         result = []
         for app in apps:
+            # Which variables are secrets, never what they hold: nothing is decrypted here.
+            masked = {info.name: SECRET_MASK for info in self.sup.secret_names(app.name)}
             for inst in app.sorted_instances():
                 try:
                     env = build_environment(
@@ -314,6 +369,7 @@ class Handlers:
                         instance=inst.number,
                         cli_env=app.cli_env,
                         env_name=app.env_name,
+                        secrets=masked,
                     )
                 except ValueError as exc:
                     raise _bad(f"{app.name}: {exc}") from None
@@ -474,6 +530,93 @@ class Handlers:
             return {key: values[check_key(str(key))]}
         except ValueError as exc:
             raise _bad(str(exc)) from None
+
+    # ------------------------------------------------------------ secrets (SPEC 3)
+
+    def _described_secrets(self, app: App) -> list[dict[str, Any]]:
+        """Names and times of the app's secrets; a name its config needs but that is not
+        set has a null `set_at`."""
+        infos = {info.name: info.set_at for info in self.sup.secret_names(app.name)}
+        needed = {name: None for name in app.config.secrets if name not in infos}
+        merged: dict[str, float | None] = {**infos, **needed}
+        return [{"name": name, "set_at": merged[name]} for name in sorted(merged)]
+
+    def _store(self) -> SecretStore:
+        if self.sup.secrets is None:
+            raise ProtocolError(ErrorCode.INTERNAL, "this daemon has no secrets store")
+        return self.sup.secrets
+
+    async def _reload_secrets(self) -> None:
+        """After a failed load, try again (the file may have been fixed meanwhile)."""
+        if self.sup.secrets_problem is None or self.sup.secrets is None:
+            return
+        try:
+            await asyncio.to_thread(self.sup.secrets.load)
+        except (SecretError, OSError) as exc:
+            self.sup.secrets_problem = str(exc)
+            return
+        self.sup.secrets_problem = None
+        log.info("secrets: the secrets file can be read again")
+
+    async def check_secrets(self, apps: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Refuse, before anything changes, to (re)start an app whose secrets would make its
+        launch fail: a needed one is not set, or one does not decrypt. The decrypted values
+        are dropped at once; the launch decrypts again for the exec."""
+        async with self._secrets_lock:
+            await self._reload_secrets()
+            for name, required in apps:
+                try:
+                    await asyncio.to_thread(self.sup.secret_environment, name, required)
+                except SecretError as exc:
+                    raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
+
+    async def _secret_call(self, call: Callable[[], Any]) -> Any:
+        """Run a blocking store operation in a thread; store problems are `conflict`s."""
+        store = self._store()
+        async with self._secrets_lock:
+            await self._reload_secrets()
+            if self.sup.secrets_problem is not None:
+                raise ProtocolError(ErrorCode.CONFLICT, self.sup.secrets_problem)
+            try:
+                return await asyncio.to_thread(call)
+            except SecretError as exc:
+                raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
+            except Exception as exc:
+                # Not str(exc): an unexpected error must not carry a value to the client.
+                log.error("secrets: %s in %s", type(exc).__name__, store.path)
+                raise ProtocolError(
+                    ErrorCode.INTERNAL, f"secrets: unexpected {type(exc).__name__}"
+                ) from None
+
+    async def secret_set(self, args: dict[str, Any]) -> Any:
+        app, name = _secret_target(args)
+        value = _secret_value(name, args)
+        store = self._store()
+        info: SecretInfo = await self._secret_call(lambda: store.set(app, name, value))
+        log.info("secret %s of %s set", name, app)
+        return _secret_info(info)
+
+    async def secret_list(self, args: dict[str, Any]) -> Any:
+        app = args.get("app")
+        if app is not None and (not isinstance(app, str) or not NAME_RE.match(app)):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "'app' must be an app name or null")
+        store = self._store()
+        infos: list[SecretInfo] = await self._secret_call(lambda: store.names(app))
+        return [_secret_info(info) for info in infos]
+
+    async def secret_remove(self, args: dict[str, Any]) -> Any:
+        app, name = _secret_target(args)
+        store = self._store()
+        removed: bool = await self._secret_call(lambda: store.remove(app, name))
+        if removed:
+            log.info("secret %s of %s removed", name, app)
+        return {"removed": removed}
+
+    async def secret_rotate(self, args: dict[str, Any]) -> Any:
+        store = self._store()
+        count, kid = await self._secret_call(store.rotate)
+        log.info("secrets: %d re-encrypted under the new key %s", count, kid)
+        return {"rotated": count, "key_id": kid}
 
     async def kill(self, args: dict[str, Any]) -> Any:
         running = sum(

@@ -46,11 +46,14 @@ def build_launch_spec(
     cli_env: Mapping[str, str] | None,
     env_name: str | None,
     extra_env: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
     listen_fds: tuple[int, ...] = (),
     listen_names: tuple[str, ...] = (),
 ) -> LaunchSpec:
     check_identity(config)
-    env = build_environment(config, instance=instance, cli_env=cli_env, env_name=env_name)
+    env = build_environment(
+        config, instance=instance, cli_env=cli_env, env_name=env_name, secrets=secrets
+    )
     env.update(extra_env or {})  # NOTIFY_SOCKET, WATCHDOG_USEC: corral's own, last
     return LaunchSpec(
         argv=build_argv(config),

@@ -12,9 +12,9 @@ import codecs
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from corral.config.model import AppConfig
 from corral.core.app import App
@@ -35,6 +35,10 @@ from corral.core.state_store import StateStore
 from corral.core.targets import resolve_many
 from corral.core.watcher import AppWatcher
 from corral.protocol.wire import ErrorCode, ProtocolError
+from corral.secrets.errors import SecretError
+
+if TYPE_CHECKING:
+    from corral.secrets.store import SecretInfo, SecretStore
 
 log = logging.getLogger("corral.supervisor")
 
@@ -76,8 +80,14 @@ class Supervisor:
         *,
         loop: asyncio.AbstractEventLoop,
         settings: Settings | None = None,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.os = os_api
+        self.secrets = secrets
+        """The daemon's secrets store, loaded (None: no secrets at all, as in unit tests)."""
+        self.secrets_problem: str | None = None
+        """Why the store could not be loaded: every launch is refused until it can be, since
+        nobody can tell which apps would start without the secrets they need."""
         self.settings = settings or Settings(logs_dir.parent / "settings.json")  # tests
         self.logs_dir = logs_dir
         self.store = store
@@ -347,12 +357,16 @@ class Supervisor:
 
     def _launcher(self, app: App) -> Callable[[Instance], tuple[LaunchSpec, OutputSink]]:
         def launch(inst: Instance) -> tuple[LaunchSpec, OutputSink]:
+            # Decrypted here, for this one exec, and nowhere else. A SecretError (a
+            # ValueError) makes the instance errored with its message: nothing is spawned.
+            secrets = self.secret_environment(app.name, app.config.secrets)
             fds, names = self.sockets.fds_for(app.id, app.config)
             spec = build_launch_spec(
                 app.config,
                 instance=inst.number,
                 cli_env=app.cli_env,
                 env_name=app.env_name,
+                secrets=secrets,
                 extra_env=self.channels.open(inst),
                 listen_fds=fds,
                 listen_names=names,
@@ -360,6 +374,29 @@ class Supervisor:
             return spec, self._output_for(app, inst.number)
 
         return launch
+
+    # ============================================================ secrets
+
+    def secret_environment(self, name: str, required: Sequence[str]) -> dict[str, str]:
+        """The app's secrets in clear, all or nothing, for one launch (SPEC 3).
+
+        Raises SecretError, whose message names the app and the variable but never a
+        value, when the store could not be loaded, a `required` name is not set, or a
+        secret does not decrypt (tampered, moved, wrong key).
+        """
+        if self.secrets_problem is not None:
+            raise SecretError(f"the secrets of app {name!r} cannot be read: {self.secrets_problem}")
+        store = self.secrets
+        missing = [n for n in required if store is None or not store.has(name, n)]
+        if missing:
+            raise SecretError(missing_secrets_message(name, missing))
+        return store.environment(name) if store is not None else {}
+
+    def secret_names(self, name: str) -> list[SecretInfo]:
+        """The app's secrets (names and times, never values)."""
+        if self.secrets is None or self.secrets_problem is not None:
+            return []
+        return self.secrets.names(name)
 
     def _output_for(self, app: App, number: int) -> InstanceOutput:
         cfg = app.config
@@ -756,3 +793,14 @@ class Supervisor:
             for inst in app.instances.values()
             if inst.pid is not None
         ]
+
+
+def missing_secrets_message(app: str, missing: Sequence[str]) -> str:
+    """`app 'api' needs secret DB_PASSWORD, which is not set: corral secret set api ...`"""
+    names = ", ".join(missing)
+    which = "which is" if len(missing) == 1 else "which are"
+    plural = "" if len(missing) == 1 else "s"
+    return (
+        f"app {app!r} needs secret{plural} {names}, {which} not set: "
+        f"corral secret set {app} {missing[0]}"
+    )

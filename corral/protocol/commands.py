@@ -32,9 +32,11 @@ class Command(StrEnum):
     LIST = "list"
     """{} -> [process record]"""
     DESCRIBE = "describe"
-    """{"target": str} -> [app description]"""
+    """{"target": str} -> [app description]; its "secrets" lists the app's secrets as
+    [{"name", "set_at"}] (set_at null: named in the config's `secrets:` but not set)."""
     ENV = "env"
-    """{"target": str} -> [{"name": str, "instance": int, "env": {str: str}}]"""
+    """{"target": str} -> [{"name": str, "instance": int, "env": {str: str}}]; a secret's
+    value is shown as "(secret)"."""
     SEND_SIGNAL = "send_signal"
     """{"target": str, "signal": "SIGUSR1" | int} -> [process record]"""
     FLUSH = "flush"
@@ -63,6 +65,16 @@ class Command(StrEnum):
     """{"key": str, "value": str} -> {"key", "value"}: a daemon-wide setting, persisted."""
     GET = "get"
     """{"key": str | null} -> {key: value, ...}"""
+    SECRET_SET = "secret_set"
+    """{"app": str, "name": str, "value": str} -> {"app", "name", "set_at"}: encrypts and
+    stores one secret (SPEC 3); it applies from the app's next start. The value is never
+    sent back, logged, or put in an error."""
+    SECRET_LIST = "secret_list"
+    """{"app": str | null} -> [{"app", "name", "set_at"}]: names and times, never values."""
+    SECRET_REMOVE = "secret_remove"
+    """{"app": str, "name": str} -> {"removed": bool}"""
+    SECRET_ROTATE = "secret_rotate"
+    """{} -> {"rotated": int, "key_id": str}: re-encrypts every secret under a new key."""
     KILL = "kill"
     """{} -> {"stopped": int}; the daemon stops every app and exits after replying."""
     SUBSCRIBE = "subscribe"

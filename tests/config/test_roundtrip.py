@@ -47,6 +47,7 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "increment_var": st.one_of(st.none(), ENV_NAMES),
     "port": st.one_of(st.none(), st.integers(1, 65535)),
     "instance_var": ENV_NAMES,
+    "secrets": st.one_of(ENV_NAMES, st.lists(ENV_NAMES, unique=True, max_size=3)),
     "autorestart": st.booleans(),
     "max_restarts": st.integers(0, 1000),
     "min_uptime": DURATIONS,
