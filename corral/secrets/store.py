@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from corral.core.atomic import write_json_atomic
 from corral.secrets.cipher import Sealed, associated_data, seal, unseal
 from corral.secrets.errors import SecretError
 from corral.secrets.keys import (
+    ENV_KEY,
+    ENV_KEY_FILE,
     Keyring,
     key_file_path,
     load_keyring,
@@ -94,7 +97,11 @@ class SecretStore:
         self.home_root = home_root
         self.path = home_root / FILE_NAME
         self.tenant = tenant
-        self._environ = dict(environ)
+        # Only what says where the key is: not a copy of the whole environment.
+        self._environ = {k: environ[k] for k in (ENV_KEY, ENV_KEY_FILE) if k in environ}
+        # The blocking methods may run in several threads at once (asyncio.to_thread): they
+        # take turns. Readers need no lock: every change builds new dicts and swaps them in.
+        self._lock = threading.Lock()
         self._secrets: _Secrets | None = None
         self._load_error: SecretError | None = None
         self._keyring: Keyring | None = None
@@ -108,26 +115,36 @@ class SecretStore:
         A file that cannot be used is left as it is: nothing is written until a later
         `load()` succeeds, and until then every method raises the same error.
         """
-        self._secrets = None
-        self._keyring = None
-        self._key_error = None
+        with self._lock:
+            self._load()
+
+    def _load(self) -> None:
         try:
             secrets = self._read_file()
         except SecretError as exc:
-            self._load_error = exc
+            self._secrets, self._load_error = None, exc
             raise
-        self._load_error = None
-        self._secrets = secrets
+        ring: Keyring | None = None
+        key_error: SecretError | None = None
         if any(secrets.values()):
             # Read now so environment() never touches the disk; a key problem is kept and
             # reported by environment() for the apps that have secrets.
-            self._reload_keyring(create=False)
+            try:
+                ring = load_keyring(self.home_root, self._environ, create=False)
+            except SecretError as exc:
+                key_error = exc
+        self._keyring, self._key_error = ring, key_error
+        self._secrets, self._load_error = secrets, None
 
     def set(self, app: str, name: str, value: str) -> SecretInfo:
         """Encrypt and save `value` as secret `name` of `app` (replacing any previous one)."""
         check_app(app)
         check_name(name)
         plaintext = check_value(name, value)
+        with self._lock:
+            return self._set(app, name, plaintext)
+
+    def _set(self, app: str, name: str, plaintext: bytes) -> SecretInfo:
         secrets = self._loaded_for_write()
         ring = self._keyring_for_write(secrets)
         ad = associated_data(self.tenant, app, name)
@@ -142,6 +159,10 @@ class SecretStore:
         """Forget secret `name` of `app`; False if there was none."""
         check_app(app)
         check_name(name)
+        with self._lock:
+            return self._remove(app, name)
+
+    def _remove(self, app: str, name: str) -> bool:
         secrets = self._loaded_for_write()
         if name not in secrets.get(app, {}):
             return False
@@ -161,6 +182,10 @@ class SecretStore:
         (3) rename `.next` over the key file. Loading always uses both files, so a crash
         between any two steps loses nothing, and calling `rotate()` again finishes.
         """
+        with self._lock:
+            return self._rotate()
+
+    def _rotate(self) -> tuple[int, str]:
         secrets = self._loaded_for_write()
         ring = load_keyring(self.home_root, self._environ, create=False)
         if ring is None:
@@ -242,27 +267,23 @@ class SecretStore:
 
     def _loaded_for_write(self) -> _Secrets:
         if self._secrets is None:
-            self.load()
+            self._load()
         return self._loaded()
-
-    def _reload_keyring(self, *, create: bool) -> Keyring | None:
-        self._keyring, self._key_error = None, None
-        try:
-            self._keyring = load_keyring(self.home_root, self._environ, create=create)
-        except SecretError as exc:
-            self._key_error = exc
-            raise
-        return self._keyring
 
     def _keyring_for_write(self, secrets: _Secrets) -> Keyring:
         if self._keyring is not None:
             return self._keyring
         # Never mint a new key while secrets exist: their key is missing, not unneeded.
-        has_secrets = any(secrets.values())
-        ring = self._reload_keyring(create=not has_secrets)
+        create = not any(secrets.values())
+        try:
+            ring = load_keyring(self.home_root, self._environ, create=create)
+        except SecretError as exc:
+            self._key_error = exc
+            raise
         if ring is None:
             self._key_error = SecretError(self._missing_key_message())
             raise self._key_error
+        self._keyring, self._key_error = ring, None
         return ring
 
     def _missing_key_message(self) -> str:
