@@ -20,7 +20,7 @@ from corral.protocol.wire import ErrorCode, ProtocolError
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterable, Mapping
-    from typing import TextIO
+    from typing import BinaryIO, TextIO
 
     from corral.config.model import AppConfig
     from corral.paths import Home
@@ -63,15 +63,24 @@ class Context:
         stderr: TextIO,
         environ: Mapping[str, str],
         cwd: str | None = None,
+        stdin: BinaryIO | None = None,
+        ask_hidden: Callable[[str], str] | None = None,
     ) -> None:
         self.home = home
         self.stdout = stdout
         self.stderr = stderr
         self.environ = environ
+        self._stdin = stdin
+        self.ask_hidden = ask_hidden if ask_hidden is not None else _getpass
+        """Asks for a secret on the terminal without echoing it."""
         self._cwd = cwd
         self._client: ControlClient | None = None
         self.style = render.Style.detect(stdout, environ)
         self.err_style = render.Style.detect(stderr, environ)
+
+    @property
+    def stdin(self) -> BinaryIO:
+        return self._stdin if self._stdin is not None else sys.stdin.buffer
 
     @property
     def cwd(self) -> str:
@@ -858,6 +867,119 @@ def _setting_text(value: Any) -> str:
     return str(value)
 
 
+# --- Secrets (SPEC 3) ---
+
+SECRET_MAX_BYTES = 65536
+"""The longest value the daemon's store takes (corral.secrets.store.MAX_VALUE_BYTES; not
+imported, so that the CLI does not load the cipher)."""
+
+
+def _getpass(prompt: str) -> str:
+    import getpass
+
+    return getpass.getpass(prompt)
+
+
+def _secret_names(ns: argparse.Namespace) -> tuple[str, str]:
+    """APP and NAME of `secret set/rm`, checked here so that a mistake is not sent. NAME is
+    never echoed: `NAME=value` is a common slip."""
+    from corral.cli.parser import ARGV_VALUE_REFUSED
+    from corral.config.model import NAME_RE, SECRET_NAME_RE
+
+    if not NAME_RE.match(ns.app):
+        raise CliError(f"{ns.app!r} is not an app name (letters, digits and . _ : -)", 2)
+    if "=" in ns.name:
+        raise CliError(f"secret {ns.secret_verb}: {ARGV_VALUE_REFUSED}", 2)
+    if not SECRET_NAME_RE.match(ns.name):
+        raise CliError(
+            "NAME must be an environment variable name: letters, digits and _, not starting"
+            " with a digit, at most 128 characters",
+            2,
+        )
+    return ns.app, ns.name
+
+
+def read_secret_value(stdin: BinaryIO, ask: Callable[[str], str], what: str) -> str:
+    """The value: from a hidden prompt (twice) on a terminal, else all of stdin minus one
+    trailing newline. Errors never show it."""
+    if stdin.isatty():
+        try:
+            value = ask(f"value of {what} (not shown): ")
+            again = ask("the same again: ")
+        except EOFError:
+            raise CliError("no value given: nothing saved") from None
+        if value != again:
+            raise CliError("the two values differ: nothing saved")
+    else:
+        data = stdin.read(SECRET_MAX_BYTES + 3)  # + a newline (CR LF), + one to tell
+        try:
+            value = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CliError("the value on stdin is not UTF-8 text: nothing saved") from None
+        if value.endswith("\n"):
+            value = value[:-2] if value.endswith("\r\n") else value[:-1]
+    if not value:
+        raise CliError("empty value: nothing saved")
+    if "\0" in value:
+        raise CliError("the value contains a NUL byte, which no environment can hold")
+    if len(value.encode("utf-8")) > SECRET_MAX_BYTES:
+        raise CliError(f"the value is longer than {SECRET_MAX_BYTES} bytes: nothing saved")
+    return value
+
+
+def cmd_secret_set(ctx: Context, ns: argparse.Namespace) -> int:
+    app, name = _secret_names(ns)
+    value = read_secret_value(ctx.stdin, ctx.ask_hidden, f"{name} of {app}")
+    ctx.call("secret_set", app=app, name=name, value=value)
+    ctx.print(
+        f"secret {name} of {app} saved; it applies from the app's next start: corral reload {app}"
+    )
+    return 0
+
+
+def cmd_secret_ls(ctx: Context, ns: argparse.Namespace) -> int:
+    import json
+
+    entries = ctx.call("secret_list", app=ns.app)
+    if ns.json:
+        ctx.print(json.dumps(entries))
+    elif entries:
+        ctx.print(render.secret_table(entries, ctx.style))
+    else:
+        ctx.print(f"no secrets for {ns.app}" if ns.app else "no secrets")
+    return 0
+
+
+def cmd_secret_rm(ctx: Context, ns: argparse.Namespace) -> int:
+    app, name = _secret_names(ns)
+    if not ctx.call("secret_remove", app=app, name=name).get("removed"):
+        raise CliError(f"{app} has no secret {name}")
+    ctx.print(f"secret {name} of {app} removed; the app keeps it until its next start")
+    return 0
+
+
+def cmd_secret_rotate_key(ctx: Context, ns: argparse.Namespace) -> int:
+    result = ctx.call("secret_rotate")
+    count = result.get("rotated", 0)
+    ctx.print(
+        f"new master key {result.get('key_id')}: "
+        f"{count} secret{'s' if count != 1 else ''} re-encrypted"
+    )
+    return 0
+
+
+SECRET_VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
+    "set": cmd_secret_set,
+    "ls": cmd_secret_ls,
+    "rm": cmd_secret_rm,
+    "rotate-key": cmd_secret_rotate_key,
+}
+
+
+def cmd_secret(ctx: Context, ns: argparse.Namespace) -> int:
+    return SECRET_VERBS[ns.secret_verb](ctx, ns)
+
+
 VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "start": cmd_start,
     "stop": cmd_stop,
@@ -886,6 +1008,7 @@ VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "metrics": cmd_metrics,
     "set": cmd_set,
     "get": cmd_get,
+    "secret": cmd_secret,
 }
 
 

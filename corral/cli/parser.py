@@ -16,6 +16,9 @@ from corral import __version__
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+SECRET_KEY_ENV = "CORRAL_SECRET_KEY"
+"""corral.secrets.keys.ENV_KEY, not imported: the CLI does not load the cipher."""
+
 # The flags of `start` that define a new app, by the AppConfig (or schema) key they set.
 # Values stay raw strings: corral.config.schema validates and converts them.
 APP_FLAGS: dict[str, str] = {
@@ -296,6 +299,54 @@ def _nothing(p: argparse.ArgumentParser) -> None:
     pass
 
 
+ARGV_VALUE_REFUSED = (
+    "a secret's value is never taken from the command line, where `ps` and the shell's "
+    "history would show it: run `corral secret set APP NAME` and type it at the prompt, "
+    "or give it on stdin (`corral secret set APP NAME < file`)"
+)
+
+
+def _secret(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(
+        dest="secret_verb", metavar="ACTION", parser_class=_Parser, required=True
+    )
+
+    def action(name: str, help_text: str, aliases: list[str] | None = None) -> Any:
+        return actions.add_parser(
+            name,
+            aliases=aliases or [],
+            help=help_text,
+            description=help_text,
+            formatter_class=_Formatter,
+        )
+
+    set_ = action("set", "encrypt and save a secret of an app; it applies from its next start")
+    set_.add_argument("app", metavar="APP", help="the app's name (it need not exist yet)")
+    set_.add_argument("name", metavar="NAME", help="the environment variable, e.g. DB_PASSWORD")
+    # Only to refuse it with an explanation (never echoed): values do not go in argv.
+    set_.add_argument("value", nargs="*", help=argparse.SUPPRESS)
+    set_.epilog = (
+        "The value is asked twice at a hidden prompt when stdin is a terminal, else read "
+        "from stdin (one trailing newline removed). Never on the command line."
+    )
+    set_.set_defaults(secret_verb="set")
+    ls = action("ls", "list secrets: names and when they were set, never values", ["list"])
+    ls.add_argument("app", nargs="?", metavar="APP", help="one app (default: all)")
+    ls.add_argument("--json", action="store_true", help="as JSON")
+    ls.set_defaults(secret_verb="ls")
+    rm = action("rm", "remove a secret of an app (from its next start)", ["remove", "delete"])
+    rm.add_argument("app", metavar="APP")
+    rm.add_argument("name", metavar="NAME")
+    rm.set_defaults(secret_verb="rm")
+    rotate = action("rotate-key", "re-encrypt every secret under a new master key")
+    rotate.set_defaults(secret_verb="rotate-key")
+    p.epilog = (
+        "Secrets are stored encrypted (AES-256-GCM) in the corral home and reach an app "
+        "only in its environment at exec time. List the names an app needs under "
+        "`secrets:` in its config: it is not started while one is missing."
+    )
+
+
 # verb -> (help, adds its arguments), in the order `corral --help` lists them.
 VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "start": ("start a script, a command, a config file, or an existing app", _start),
@@ -325,6 +376,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "metrics": ("print the Prometheus metrics, or serve them on loopback", _metrics),
     "set": ("change a daemon-wide setting (kept across restarts)", _set),
     "get": ("show daemon-wide settings", _get),
+    "secret": ("set, list, remove apps' secrets (stored encrypted, never shown)", _secret),
 }
 CANONICAL: dict[str, str] = {
     alias: verb for verb in VERBS for alias in [verb, *VERB_ALIASES.get(verb, [])]
@@ -376,7 +428,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
         argv, app_args = argv[:cut], argv[cut + 1 :]
     parser = build_parser(CANONICAL.get(argv[0]) if argv else None)
     argv = _glue_dash_values(argv)
-    ns = parser.parse_args(argv)
+    if argv and CANONICAL.get(argv[0]) == "secret":
+        # Words argparse does not expect could be a value: refused, and never echoed.
+        ns, extra = parser.parse_known_args(argv)
+        if ns.secret_verb == "set" and (extra or ns.value):
+            parser.exit(2, f"corral: secret set: {ARGV_VALUE_REFUSED}\n")
+        if extra:
+            verb = f"secret {ns.secret_verb}"
+            parser.exit(2, f"corral: {verb}: unexpected arguments (see `corral {verb} --help`)\n")
+    else:
+        ns = parser.parse_args(argv)
     if ns.verb is None:
         parser.print_usage()
         parser.exit(2, "corral: a command is needed (see `corral --help`)\n")
@@ -494,10 +555,13 @@ def _script_path(script: str, cwd: str) -> str:
 
 
 def filtered_env(environ: dict[str, str], filter_env: list[str] | None) -> dict[str, str] | None:
-    """The CLI environment to send: all of it, none (bare --filter-env), or without prefixes."""
+    """The CLI environment to send: all of it, none (bare --filter-env), or without prefixes.
+
+    Never the secrets store's master key (CORRAL_SECRET_KEY): the daemon keeps this
+    environment in its state file and hands it to the app."""
     if filter_env is None:
-        return dict(environ)
+        return {k: v for k, v in environ.items() if k != SECRET_KEY_ENV}
     if not filter_env:
         return None
     prefixes = tuple(p for p in filter_env if p)
-    return {k: v for k, v in environ.items() if not k.startswith(prefixes)}
+    return {k: v for k, v in environ.items() if not k.startswith(prefixes) and k != SECRET_KEY_ENV}

@@ -305,6 +305,8 @@ def describe_app(app: Mapping[str, Any], style: Style) -> str:
         ("user", _dash(config.get("user") or first.get("user"))),
         ("env profile", _dash(app.get("env_name"))),
     ]
+    if app.get("secrets"):
+        pairs.append(("secrets", _secrets_summary(app["secrets"])))
     pairs += [
         ("processes", _total(r.get("processes") for r in records)),
         ("threads", _total(r.get("threads") for r in records)),
@@ -410,6 +412,28 @@ def _event_line(event: Mapping[str, Any], style: Style) -> str:
 
 def describe(apps: Iterable[Mapping[str, Any]], style: Style) -> str:
     return "\n\n".join(describe_app(a, style) for a in apps)
+
+
+# --- secrets ---
+
+
+def secret_table(entries: Iterable[Mapping[str, Any]], style: Style) -> str:
+    """name, app, set at: never a value (the daemon never sends one)."""
+    rows: list[list[Cell]] = [
+        [str(e.get("name", "?")), str(e.get("app", "?")), format_time(e.get("set_at"))]
+        for e in sorted(entries, key=lambda e: (str(e.get("app")), str(e.get("name"))))
+    ]
+    return table(["name", "app", "set at"], rows, style)
+
+
+def _secrets_summary(secrets: Iterable[Mapping[str, Any]]) -> str:
+    """`DB_PASSWORD (set 2024-05-01 10:00:00), TOKEN (not set)`"""
+    parts = []
+    for s in secrets:
+        when = s.get("set_at")
+        state = "not set" if when is None else f"set {format_time(when)}"
+        parts.append(f"{s.get('name')} ({state})")
+    return ", ".join(parts) or "-"
 
 
 # --- env, logs ---

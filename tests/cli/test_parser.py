@@ -294,6 +294,7 @@ def test_every_verb_parses_alone_or_with_a_target() -> None:
         "describe": ["a"],
         "env": ["a"],
         "set": ["logs.retain", "3"],
+        "secret": ["ls"],
     }
     for verb in VERBS:
         assert parse([verb, *needs.get(verb, [])]).verb == verb
@@ -309,6 +310,8 @@ def test_full_parser_knows_every_verb() -> None:
             argv = [alias]
         if verb == "set":
             argv = [alias, "logs.retain", "3"]
+        if verb == "secret":
+            argv = [alias, "rotate-key"]
         assert full.parse_args(argv).verb == verb
 
 
