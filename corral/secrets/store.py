@@ -234,6 +234,16 @@ class SecretStore:
     def has(self, app: str, name: str) -> bool:
         return name in self._loaded().get(app, {})
 
+    @property
+    def key_problem(self) -> str | None:
+        """Why the key could not be read by the last `load()` although there are secrets
+        (None when it was read or is not needed). `environment()` never reads the disk: after
+        the key file is fixed, `load()` (or a `set`) reads it again."""
+        secrets = self._secrets
+        if secrets is None or not any(secrets.values()) or self._keyring is not None:
+            return None
+        return str(self._key_error or self._missing_key_message())
+
     def environment(self, app: str) -> dict[str, str]:
         """The decrypted secrets of `app`, all or nothing: SecretError naming the first one
         that cannot be decrypted (its name and app, never a value)."""

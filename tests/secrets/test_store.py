@@ -84,6 +84,7 @@ def test_empty_store_creates_nothing(new_store: StoreFactory, home: Path) -> Non
     assert store.environment("web") == {}
     assert not store.has("web", "X")
     assert store.remove("web", "X") is False
+    assert store.key_problem is None  # no secrets: no key needed
     assert list(home.iterdir()) == []
 
 
@@ -276,6 +277,7 @@ def test_missing_key_with_secrets_is_clear_and_no_new_key_is_made(
     (home / "secret.key").unlink()
     store = new_store()
     assert_refused(store, "web", "DB_PASSWORD", "no secret key found", value)
+    assert store.key_problem is not None and "no secret key found" in store.key_problem
     with pytest.raises(SecretError, match="restore the key file"):
         store.set("web", "OTHER", "x")
     assert not (home / "secret.key").exists()
@@ -288,6 +290,14 @@ def test_a_key_problem_is_reported_then_retried(new_store: StoreFactory, home: P
     store = new_store()  # loading the file still works: names can be listed
     assert [i.name for i in store.names()] == ["DB_PASSWORD"]
     assert_refused(store, "web", "DB_PASSWORD", "has mode 0644", value)
+    assert store.key_problem is not None and "has mode 0644" in store.key_problem
+    (home / "secret.key").chmod(0o600)
+    assert_refused(store, "web", "DB_PASSWORD", "has mode 0644", value)  # memory only
+    store.load()
+    assert store.key_problem is None
+    assert store.environment("web") == {"DB_PASSWORD": value}
+    (home / "secret.key").chmod(0o644)
+    store.load()
     with pytest.raises(SecretError, match="has mode 0644"):
         store.set("web", "OTHER", "x")
     (home / "secret.key").chmod(0o600)
