@@ -29,7 +29,6 @@ from corral.cli.connect import (
     START_TIMEOUT,
     SUN_PATH_MAX,
     DaemonUnavailable,
-    spawn_daemon,
     wait_for_daemon,
 )
 from corral.config.model import NAME_RE
@@ -136,14 +135,17 @@ def _app_named(name: str) -> Iterator[None]:
 class DaemonStarter(Protocol):
     """Starts the daemon of one corral home."""
 
-    def start(self, home: Home) -> None:
+    def start(self, home: Home, tenant: str = "") -> None:
         """Start the daemon of `home` unless one runs, and return once its socket accepts
-        connections. Raise `DaemonDown`, with a message for the user, when it cannot."""
+        connections. Raise `DaemonDown`, with a message for the user, when it cannot.
+
+        `tenant` is the tenant's name: the daemon gets it as CORRAL_TENANT (the secrets
+        store binds it into every ciphertext, so it must be the same at every start)."""
 
 
 class DevStarter:
     """Development mode: `python -m corral.core.daemon` under the panel's own uid, with
-    CORRAL_HOME set, spawned and awaited exactly as the CLI does it.
+    CORRAL_HOME and CORRAL_TENANT set, spawned and awaited as the CLI does it.
 
     The daemons are children of the panel: `reap` collects those that exited (every
     `start` does it too).
@@ -155,7 +157,7 @@ class DevStarter:
         self._home_locks: dict[Home, threading.Lock] = {}
         self._children: list[subprocess.Popen[bytes]] = []
 
-    def start(self, home: Home) -> None:
+    def start(self, home: Home, tenant: str = "") -> None:
         owner = home.root.parent
         if not owner.is_dir():  # never create a tenant home as a side effect
             raise DaemonDown(f"cannot start the daemon: {owner} does not exist")
@@ -169,7 +171,7 @@ class DevStarter:
             except OSError as exc:
                 raise DaemonDown(f"cannot create {home.root}: {_reason(exc)}") from None
             try:
-                proc = spawn_daemon(home)
+                proc = spawn_tenant_daemon(home, tenant)
                 with self._lock:
                     self._children.append(proc)
                 wait_for_daemon(home, proc, self.timeout).close()
@@ -190,8 +192,34 @@ class NoAutostart:
     """A starter that never starts anything: for callers that must not wake a tenant's
     daemon (a periodic sampler), or a deployment where daemons are started elsewhere."""
 
-    def start(self, home: Home) -> None:
+    def start(self, home: Home, tenant: str = "") -> None:
         raise DaemonDown(f"the daemon is not running (no socket at {home.socket})")
+
+
+def spawn_tenant_daemon(home: Home, tenant: str) -> subprocess.Popen[bytes]:
+    """`spawn_daemon` (the CLI's: detached, own session, no terminal, cwd /) with
+    CORRAL_TENANT=<tenant> in the daemon's environment, whatever the panel's own says."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["CORRAL_HOME"] = str(home.root)
+    env["CORRAL_TENANT"] = tenant
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "corral.core.daemon"],
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise DaemonUnavailable(
+            f"cannot start the daemon ({sys.executable}): {exc.strerror or exc}"
+        ) from None
 
 
 _dev_starter = DevStarter()
@@ -347,12 +375,19 @@ class TenantDaemon:
     """
 
     def __init__(
-        self, home: Path, starter: DaemonStarter | None = None, *, timeout: float = CALL_TIMEOUT
+        self,
+        home: Path,
+        starter: DaemonStarter | None = None,
+        *,
+        timeout: float = CALL_TIMEOUT,
+        tenant: str = "",
     ) -> None:
         self.home = home
         self.corral_home = Home(home / ".corral")
         self.starter: DaemonStarter = starter if starter is not None else default_starter()
         self.timeout = timeout
+        self.tenant = tenant
+        """The tenant's name, for a daemon this gateway starts (CORRAL_TENANT)."""
 
     def __repr__(self) -> str:
         return f"TenantDaemon({str(self.home)!r})"
@@ -382,7 +417,7 @@ class TenantDaemon:
             pass  # nobody listens there: start it
         except OSError as exc:
             raise DaemonDown(f"cannot reach the daemon at {path}: {_reason(exc)}") from None
-        self.starter.start(self.corral_home)
+        self.starter.start(self.corral_home, self.tenant)
         try:
             return _open(path)
         except OSError as exc:
@@ -464,6 +499,26 @@ class TenantDaemon:
     def env(self, name: str) -> list[dict[str, Any]]:
         """The environment of each instance: [{"name", "instance", "env"}]."""
         return list(self._named("env", name))
+
+    # --- secrets: values go to the daemon, which encrypts them; none ever comes back
+
+    def secret_set(self, app: str, name: str, value: str) -> dict[str, Any]:
+        """Store `value` as the secret `name` of `app`: {"app", "name", "set_at"}. It
+        applies from the app's next start; the daemon never returns the value."""
+        _exact(app)  # an app name, never a target for many
+        result: dict[str, Any] = self.call("secret_set", app=app, name=name, value=value)
+        return result
+
+    def secret_list(self, app: str | None = None) -> list[dict[str, Any]]:
+        """The secrets of `app` (of every app with None): [{"app", "name", "set_at"}]."""
+        if app is not None:
+            _exact(app)
+        return list(self.call("secret_list", app=app))
+
+    def secret_remove(self, app: str, name: str) -> bool:
+        """Forget the secret `name` of `app`; False when there was none."""
+        _exact(app)
+        return bool(self.call("secret_remove", app=app, name=name)["removed"])
 
     def host(self) -> dict[str, Any]:
         """Load, memory, swap and CPU of the machine, as the daemon samples them."""

@@ -74,7 +74,8 @@ class Panel:
         """
         from corral.panel.gateway import NoAutostart, TenantDaemon
 
-        return TenantDaemon(tenant.home, self.starter if start else NoAutostart())
+        starter = self.starter if start else NoAutostart()
+        return TenantDaemon(tenant.home, starter, tenant=tenant.name)
 
     def origin_of(self, conn: HTTPConnection) -> str:
         """The panel's own origin, which Origin headers must equal exactly."""
