@@ -30,6 +30,7 @@ ROUTE_MODULES = (
     "corral.panel.routes.auth",
     "corral.panel.routes.tenants",
     "corral.panel.routes.apps",
+    "corral.panel.routes.env",
     "corral.panel.routes.logs",
     "corral.panel.routes.admin",
     "corral.panel.routes.account",

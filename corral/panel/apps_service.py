@@ -523,28 +523,41 @@ def parse_config(ctx: Ctx, name: str, text: str, fmt: str) -> dict[str, Any]:
     return config
 
 
-def apply_config(ctx: Ctx, name: str, text: str, fmt: str, mode: str) -> Done:
+def apply_config(
+    ctx: Ctx,
+    name: str,
+    text: str,
+    fmt: str,
+    mode: str,
+    *,
+    action: str = "app.config",
+    subject: str = "",
+) -> Done:
     """Check an edited config and apply it with a restart or a zero-downtime reload.
 
-    Raises FieldErrors (nothing changed; audited as failed) or ActionFailed."""
+    Audited as `action`, its details prefixed with `subject` ("variable MODE, ...") when
+    a caller edits one part of the config. Raises FieldErrors (nothing changed; audited
+    as failed) or ActionFailed."""
+    lead = f"{subject}, " if subject else ""
     if mode not in ("restart", "reload"):
+        ctx.audit(action, "failed", app=name, detail=f"{lead}apply {mode!r}: not restart/reload")
         raise FieldErrors({"apply": f"expected restart or reload, got {mode!r}"})
     daemon = _daemon(ctx)
     try:
         daemon.describe(name)  # the app must exist: a restart with "apps" would add it
     except GatewayError as exc:
-        ctx.audit("app.config", "failed", app=name, detail=exc.message)
+        ctx.audit(action, "failed", app=name, detail=f"{lead}{exc.message}")
         raise failure_of(exc) from None
     try:
         config = parse_config(ctx, name, text, fmt)
     except FieldErrors as exc:
-        ctx.audit("app.config", "failed", app=name, detail=f"invalid: {', '.join(exc.errors)}")
+        ctx.audit(action, "failed", app=name, detail=f"{lead}invalid: {', '.join(exc.errors)}")
         raise
     records = _audited_call(
         ctx,
-        "app.config",
+        action,
         name,
-        f"applied with {mode}",
+        f"{lead}applied with {mode}",
         lambda: daemon.call(mode, apps=[config]),
     )
     return _done(records, name, f"the {mode}")
