@@ -376,7 +376,7 @@ def test_concurrent_sets_from_threads_all_land(new_store: StoreFactory) -> None:
 
 _apps = st.from_regex(r"[A-Za-z0-9._:-]{1,20}", fullmatch=True)
 _names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)
-_values = st.text(st.characters(exclude_characters="\0"), max_size=200)
+_values = st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=200)
 
 
 @settings(max_examples=40, deadline=None)
