@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import pty
+import signal
 import sys
 from pathlib import Path
 
@@ -225,3 +228,55 @@ def test_rotate_key_through_the_cli_and_the_app_still_gets_its_value(corral: Cor
     (corral.workdir / "api.seen").unlink()
     corral.start_daemon()
     seen(corral, "api", sha(value))
+
+
+def _read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 30) -> None:
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {marker!r} in {bytes(seen)!r}"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                chunk = b""
+            if not chunk:
+                return
+            seen += chunk
+
+
+@pytest.mark.slow
+def test_on_a_terminal_the_value_is_asked_twice_and_never_echoed(daemon: Corral) -> None:
+    value = leak_value()
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the CLI, with the pty as its controlling terminal
+        try:
+            argv = [sys.executable, "-m", "corral", "secret", "set", "api", "TOKEN"]
+            os.chdir(daemon.workdir)
+            os.execve(sys.executable, argv, daemon.env)
+        finally:
+            os._exit(127)
+    seen = bytearray()
+    try:
+        _read_until(master, b"(not shown): ", seen)
+        os.write(master, value.encode() + b"\n")
+        _read_until(master, b"the same again: ", seen)
+        os.write(master, value.encode() + b"\n")
+        _read_until(master, b"\0never", seen)  # to the end of its output
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)  # our own unreaped child: the pid is still its
+            os.waitpid(pid, 0)
+        os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 0, bytes(seen)
+    assert b"secret TOKEN of api saved" in seen
+    scan = LeakScan([value])
+    scan.text("the terminal", bytes(seen))
+    scan.assert_clean()
+    assert [e["name"] for e in daemon.call("secret_list", app="api")] == ["TOKEN"]
