@@ -547,11 +547,12 @@ class Handlers:
         return self.sup.secrets
 
     async def _reload_secrets(self) -> None:
-        """After a failed load, try again (the file may have been fixed meanwhile)."""
-        if self.sup.secrets_problem is None or self.sup.secrets is None:
+        """After a failed load or an unreadable key, try again (either may have been fixed)."""
+        store = self.sup.secrets
+        if store is None or (self.sup.secrets_problem is None and store.key_problem is None):
             return
         try:
-            await asyncio.to_thread(self.sup.secrets.load)
+            await asyncio.to_thread(store.load)
         except (SecretError, OSError) as exc:
             self.sup.secrets_problem = str(exc)
             return
@@ -563,7 +564,10 @@ class Handlers:
         launch fail: a needed one is not set, or one does not decrypt. The decrypted values
         are dropped at once; the launch decrypts again for the exec. Memory only (the
         store holds its keys once loaded): no thread hop for each of 1000 starts."""
-        if self.sup.secrets_problem is not None:
+        store = self.sup.secrets
+        if self.sup.secrets_problem is not None or (
+            store is not None and store.key_problem is not None
+        ):  # the file or the key may have been fixed meanwhile
             async with self._secrets_lock:
                 await self._reload_secrets()
         for name, required in apps:

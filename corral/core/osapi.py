@@ -31,7 +31,7 @@ class LaunchSpec:
     """Everything needed to exec one instance: computed in full before the fork."""
 
     argv: list[str]
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # holds decrypted secrets: never in a repr
     cwd: str
     user: str | None = None
     group: str | None = None

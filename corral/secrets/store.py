@@ -59,8 +59,10 @@ _Secrets = dict[str, dict[str, _Entry]]
 def check_name(name: object) -> str:
     """`name` if it is a valid environment variable name, else SecretError."""
     if not isinstance(name, str) or not NAME_RE.match(name):
+        # NAME=VALUE given as a name must not echo the value.
+        shown = f" {name[:130]!r}" if isinstance(name, str) and "=" not in name else ""
         raise SecretError(
-            f"invalid secret name {name!r}: an environment variable name is letters, digits"
+            f"invalid secret name{shown}: an environment variable name is letters, digits"
             " and _, not starting with a digit, at most 128 characters"
         )
     return name

@@ -241,6 +241,27 @@ def test_an_unreadable_secrets_file_stops_every_launch_until_fixed(tmp_path: Pat
     run(test, tmp_path)
 
 
+def test_a_key_file_fixed_while_the_daemon_runs_is_read_again_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    async def test(w: World) -> None:
+        await w.set("api", "TOKEN", new_value())
+        key = w.home.root / "secret.key"
+        key.chmod(0o644)  # readable by others: refused
+        await w.reopen_store()
+        assert w.store.key_problem is not None
+        cfg = AppConfig(name="api", script="/bin/true")
+        request = {"apps": [cfg.to_dict()], "cli_env": {}}
+        message = await refused(w.handlers.start(request), ErrorCode.CONFLICT)
+        assert "secret.key" in message
+        key.chmod(0o600)  # fixed: no secret command, no daemon restart needed
+        records = await drive(w, w.handlers.start(request))
+        assert {r["status"] for r in records} == {"online"}
+        assert w.store.key_problem is None
+
+    run(test, tmp_path)
+
+
 # --- start / restart / reload are refused up front ---
 
 
