@@ -10,9 +10,11 @@ failed requests and unexpected HTTP errors. Screenshots go to each test's tmp_pa
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -32,6 +34,8 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from corral.panel.db.engine import Database
 from corral.panel.security.throttle import ACCOUNT_LIMIT
 from corral.panel.settings import set_setting
+from corral.paths import Home
+from corral.protocol.client import ControlClient
 from tests.support.browser import PageWatch, Tab, open_tab
 from tests.support.panel import stop_daemons
 
@@ -602,3 +606,99 @@ def test_a_wrong_password_says_so_and_repeated_failures_say_to_wait(
     submit_login(page, ADMIN, ADMIN_PASSWORD)
     page.wait_for_url(server.url("/"))
     assert_clean(tab.watch)
+
+
+def _daemon_pids(home: Path, app: str) -> list[int]:
+    """The pids of an app of the tenant whose home is `home`, asked of its daemon."""
+    with ControlClient.connect(Home(home / ".corral").socket, timeout=10) as client:
+        return sorted(r["pid"] for r in client.call("list") if r["name"] == app)
+
+
+def _assert_nowhere(page: Page, values: list[str]) -> None:
+    """Neither the page's HTML nor any of its fields' current values hold a value, in
+    clear, base64 or hex."""
+    html = page.content()
+    fields = " ".join(page.eval_on_selector_all("input, textarea", "els => els.map(e => e.value)"))
+    for value in values:
+        raw = value.encode()
+        for form in (value, base64.b64encode(raw).decode(), raw.hex()):
+            assert form not in html, f"the page {page.url} holds a secret"
+            assert form not in fields, f"a field of {page.url} holds a secret"
+
+
+def test_a_secret_is_added_masked_replaced_and_applied_when_the_user_says(
+    server: Server, tab: Tab
+) -> None:
+    page = tab.page
+    first, second = (f"s3cr3t-{secrets.token_urlsafe(18)}" for _ in range(2))
+    log_in(page, server, ADMIN, ADMIN_PASSWORD)
+    create_app(page, server, "vault", env="GREETING=hi")
+    pids = _daemon_pids(server.acme, "vault")
+
+    page.locator("nav.tabs").get_by_role("link", name="Environment").click()
+    page.wait_for_url(server.url("/t/acme/apps/vault/env"))
+    expect(page.locator("tr[data-var=GREETING] td").nth(1)).to_have_text("hi")
+    secret_box, value = page.locator("#f-secret"), page.locator("#f-value")
+    apply = page.locator("[data-env-form] [data-apply]")
+    # A secret by default, typed into a password field; a plain one shows what is typed.
+    expect(secret_box).to_be_checked()
+    expect(value).to_have_attribute("type", "password")
+    expect(apply).to_be_hidden()
+    secret_box.uncheck()
+    expect(value).to_have_attribute("type", "text")
+    expect(apply).to_be_visible()
+    secret_box.check()
+    expect(value).to_have_attribute("type", "password")
+
+    page.locator("#f-name").fill("API_TOKEN")
+    value.fill(first)
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.wait_for_url(server.url("/t/acme/apps/vault/env?pending=1"))
+    expect(page.locator(".flash")).to_contain_text("Saved the secret API_TOKEN of vault")
+    row = page.locator("tr[data-secret=API_TOKEN]")
+    expect(row.locator(".masked")).to_have_text("••••••••")
+    expect(row.locator("[data-field=set]")).to_have_text(re.compile(r"^set \d{4}-\d\d-\d\d "))
+    offer = page.locator("[data-pending]")
+    expect(offer.get_by_role("button", name="Restart")).to_be_visible()
+    expect(offer.get_by_role("button", name="Reload")).to_be_visible()
+    _assert_nowhere(page, [first])
+    assert _daemon_pids(server.acme, "vault") == pids  # saved, nothing restarted
+    tab.screenshot("env-secret-saved")
+
+    # Replaced: a new value in a password field that never shows the old one.
+    row.locator("summary", has_text="Replace").click()
+    field = row.locator("input[type=password][name=value]")
+    expect(field).to_have_value("")
+    field.fill(second)
+    row.get_by_role("button", name="Replace").click()
+    page.wait_for_url(server.url("/t/acme/apps/vault/env?pending=1"))
+    expect(page.locator(".flash")).to_contain_text("Replaced the secret API_TOKEN of vault")
+    expect(page.locator("tr[data-secret]")).to_have_count(1)
+    _assert_nowhere(page, [first, second])
+    assert _daemon_pids(server.acme, "vault") == pids
+    tab.screenshot("env-secret-replaced")
+
+    # Applied when the user says so, with the offered button.
+    page.locator("[data-pending]").get_by_role("button", name="Restart").click()
+    page.wait_for_url(server.url("/t/acme/apps/vault/env"))
+    expect(page.locator(".flash")).to_contain_text("Restarted vault: online.")
+    expect(page.locator("[data-pending]")).to_have_count(0)
+    assert _daemon_pids(server.acme, "vault") != pids
+    answer = page.evaluate("corral.api('GET', '/api/v1/tenants/acme/apps/vault/env')")
+    assert answer["env"] == {"GREETING": "hi"}
+    assert [s["name"] for s in answer["secrets"]] == ["API_TOKEN"]
+    assert first not in str(answer) and second not in str(answer)
+    _assert_nowhere(page, [first, second])
+
+    # Removed after confirming.
+    row.get_by_role("button", name="Remove").click()
+    page.locator("dialog.confirm [data-role=confirm]").click()
+    page.wait_for_url(server.url("/t/acme/apps/vault/env?pending=1"))
+    expect(page.locator(".flash")).to_contain_text("Removed the secret API_TOKEN of vault")
+    expect(page.locator("tr[data-secret]")).to_have_count(0)
+    assert_clean(tab.watch)
+
+    # The panel started acme's daemon itself: with the tenant's name, which the store binds
+    # into every ciphertext.
+    daemon_pid = int(Home(server.acme / ".corral").pid_file.read_text())
+    assert psutil.Process(daemon_pid).environ().get("CORRAL_TENANT") == "acme"

@@ -83,8 +83,9 @@ APP = "web"
 # Key: (method, path) as registered; WebSockets use the method "WS". SPEC 2.3: `access`
 # sees the tenant and its process list (and the app's overview and metrics), `control`
 # starts/stops/restarts/reloads/scales, `logs` reads, follows, downloads (and clears)
-# logs, `manage` creates, deletes and edits apps; server admins manage users, tenants,
-# grants, limits, settings and read the audit log; any logged-in user has their account.
+# logs, `manage` creates, deletes and edits apps, env and secrets (reading plain env
+# values too: they may be sensitive); server admins manage users, tenants, grants,
+# limits, settings and read the audit log; any logged-in user has their account.
 
 T = "/t/{tenant}"
 TA = "/t/{tenant}/apps/{app}"
@@ -124,6 +125,13 @@ NEEDS: dict[tuple[str, str], Need] = {
     ("POST", f"{TA}/config"): MANAGE,
     ("GET", f"{APIA}/config"): MANAGE,
     ("PUT", f"{APIA}/config"): MANAGE,
+    # env and secrets: manage (plain values may be sensitive: reading them is manage too)
+    ("GET", f"{TA}/env"): MANAGE,
+    ("POST", f"{TA}/env"): MANAGE,
+    ("POST", f"{TA}/env/remove"): MANAGE,
+    ("GET", f"{APIA}/env"): MANAGE,
+    ("PUT", f"{APIA}/env/{{var}}"): MANAGE,
+    ("DELETE", f"{APIA}/env/{{var}}"): MANAGE,
     # read, follow, download, clear logs: logs
     ("GET", f"{TA}/logs"): LOGS,
     ("POST", f"{TA}/logs/clear"): LOGS,
@@ -431,6 +439,45 @@ def _doomed_app(world: World, actor: Actor, case: Case) -> None:
     case.after = after
 
 
+def _secret_names(world: World) -> set[str]:
+    return {s["name"] for s in world.corral_a.call("secret_list", app=APP)}
+
+
+def _new_secret(world: World, actor: Actor, case: Case) -> None:
+    """Set a secret (never a plain variable: that would restart the app for every case)."""
+    name = world.fresh("MATRIX_")
+    if "{var}" in case.template:
+        case.values["var"] = name
+        case.body = {"value": "matrix value", "secret": True}
+    else:
+        case.body = {"name": name, "value": "matrix value", "secret": "on"}
+
+    def after(allowed: bool) -> None:
+        made = name in _secret_names(world)
+        assert made == allowed, f"secret {name} set: {made}"
+        if made:
+            world.corral_a.call("secret_remove", app=APP, name=name)
+
+    case.after = after
+
+
+def _doomed_secret(world: World, actor: Actor, case: Case) -> None:
+    name = world.fresh("DOOMED_")
+    world.corral_a.call("secret_set", app=APP, name=name, value="doomed value")
+    if "{var}" in case.template:
+        case.values["var"] = name
+    else:
+        case.body = {"name": name, "kind": "secret"}
+
+    def after(allowed: bool) -> None:
+        left = name in _secret_names(world)
+        assert left != allowed, f"secret {name} still there: {left}"
+        if left:
+            world.corral_a.call("secret_remove", app=APP, name=name)
+
+    case.after = after
+
+
 def _doomed_user(world: World, actor: Actor, case: Case) -> None:
     user_id = quick_user(world.panel, world.fresh("doomed"))
     case.values["user_id"] = str(user_id)
@@ -510,6 +557,10 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("POST", f"{APIA}/delete"): _doomed_app,
     ("POST", f"{TA}/config"): _running_first(_body(lambda w: {"text": w.config_text})),
     ("PUT", f"{APIA}/config"): _running_first(_body(lambda w: {"text": w.config_text})),
+    ("POST", f"{TA}/env"): _new_secret,
+    ("PUT", f"{APIA}/env/{{var}}"): _new_secret,
+    ("POST", f"{TA}/env/remove"): _doomed_secret,
+    ("DELETE", f"{APIA}/env/{{var}}"): _doomed_secret,
     # admin: users (the {user_id} routes act on "target"; delete on a throw-away user)
     ("POST", "/admin/users"): lambda w, a, c: setattr(
         c, "body", {"username": w.fresh("made"), "password": PASSWORD}),
