@@ -68,6 +68,12 @@ class Home:
         return self.root / "settings.json"
 
     @property
+    def tenant_file(self) -> Path:
+        """The tenant this home serves, remembered from the first daemon the panel started
+        here (bound into every secret: docs/SECRETS.md)."""
+        return self.root / "tenant"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

@@ -18,11 +18,13 @@ import os
 import queue
 import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from corral.config.errors import ConfigError
 from corral.config.schema import app_from_dict
 from corral.core import metrics_server
+from corral.core.atomic import write_atomic
 from corral.core.handlers import Handlers
 from corral.core.orphans import stop_orphans
 from corral.core.realos import RealOs
@@ -122,10 +124,40 @@ TENANT_ENV = "CORRAL_TENANT"
 secret's associated data."""
 
 
+def tenant_label(home: Home, environ: Mapping[str, str]) -> str:
+    """CORRAL_TENANT if given (the panel gives it), remembered in the home so that a daemon
+    the tenant later starts from a shell, without it, binds its secrets the same way; else
+    the remembered one; else "" (a home of no tenant). Blocking: call it in a thread."""
+    given = environ.get(TENANT_ENV, "")
+    try:
+        remembered: str | None = home.tenant_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        remembered = None
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read %s: %s", home.tenant_file, exc)
+        remembered = None
+    if not given:
+        return remembered or ""
+    if remembered is None:
+        try:
+            write_atomic(home.tenant_file, given.encode("utf-8") + b"\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", home.tenant_file, exc)
+    elif remembered != given:
+        log.warning(
+            "%s=%r but this home was %r's: secrets set under the other name will not decrypt",
+            TENANT_ENV,
+            given,
+            remembered,
+        )
+    return given
+
+
 async def open_secrets(home: Home) -> tuple[SecretStore, str | None]:
     """The daemon's secrets store, loaded off the loop; with why it could not be, if so."""
     environ = dict(os.environ)
-    store = SecretStore(home.root, tenant=environ.get(TENANT_ENV, ""), environ=environ)
+    tenant = await asyncio.to_thread(tenant_label, home, environ)
+    store = SecretStore(home.root, tenant=tenant, environ=environ)
     try:
         await asyncio.to_thread(store.load)
     except (SecretError, OSError) as exc:

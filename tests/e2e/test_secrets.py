@@ -280,3 +280,27 @@ def test_on_a_terminal_the_value_is_asked_twice_and_never_echoed(daemon: Corral)
     scan.text("the terminal", bytes(seen))
     scan.assert_clean()
     assert [e["name"] for e in daemon.call("secret_list", app="api")] == ["TOKEN"]
+
+
+@pytest.mark.slow
+def test_a_tenant_daemon_started_later_from_a_shell_still_decrypts(corral: Corral) -> None:
+    """The tenant name is bound into every secret: a daemon the panel started (with
+    CORRAL_TENANT) remembers it in the home, so one the tenant starts from a shell
+    (without it) decrypts the same secrets."""
+    value = leak_value()
+    corral.env["CORRAL_TENANT"] = "acme"
+    set_secret(corral, "api", "TOKEN", value)
+    tenant_file = corral.home.root / "tenant"
+    assert tenant_file.read_text() == "acme\n"
+    assert tenant_file.stat().st_mode & 0o777 == 0o600
+    corral.ok("kill")
+
+    del corral.env["CORRAL_TENANT"]
+    corral.ok("start", str(write_config(corral, [("api", "TOKEN", True)])))
+    seen(corral, "api", sha(value))
+
+    # Under another tenant name the same ciphertext is refused, not decrypted.
+    corral.ok("kill")
+    corral.env["CORRAL_TENANT"] = "other"
+    refused = corral.cli("start", str(corral.workdir / "corral.yaml"))
+    assert refused.code != 0 and "TOKEN" in refused.err and value not in refused.err
