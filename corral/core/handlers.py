@@ -151,6 +151,7 @@ class Handlers:
             Command.STOP: self.stop,
             Command.RESTART: self.restart,
             Command.RELOAD: self.reload,
+            Command.CONFIGURE: self.configure,
             Command.DELETE: self.delete,
             Command.SCALE: self.scale,
             Command.RESET: self.reset,
@@ -311,6 +312,27 @@ class Handlers:
                         app, app.config, cli_env=cli_env, env_name=env_name, update_env=True
                     )
         return apps
+
+    async def configure(self, args: dict[str, Any]) -> Any:
+        """Replace the stored config of existing apps without restarting anything: each
+        instance launches with it next time (a restart, a reload, a crash)."""
+        configs = _configs(args)
+        await _check_scripts(configs)
+        # Every name is checked before any config changes: a refused request changes nothing.
+        pairs: list[tuple[App, AppConfig]] = []
+        for cfg in configs:
+            app = self.sup.by_name(cfg.name)
+            if app is None:
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_TARGET,
+                    f"no app named {cfg.name!r}: configure changes existing apps only",
+                )
+            pairs.append((app, cfg))
+        for app, cfg in pairs:
+            self.sup.replace_config(
+                app, cfg, cli_env=app.cli_env, env_name=app.env_name, update_env=False
+            )
+        return self.records([app for app, _ in pairs])
 
     async def delete(self, args: dict[str, Any]) -> Any:
         apps = self.sup.resolve(_targets(args))

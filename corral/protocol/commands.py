@@ -23,6 +23,11 @@ class Command(StrEnum):
     -> [process record]"""
     RELOAD = "reload"
     """Same arguments as restart."""
+    CONFIGURE = "configure"
+    """{"apps": [AppConfig dict]} -> [process record]: replaces the stored config of each
+    existing app (by name) and restarts nothing; every instance launches with the new
+    config next time. An unknown name is `unknown_target`, a bad config
+    `invalid_argument`, both checked before anything changes."""
     DELETE = "delete"
     """{"target": str} -> {"deleted": [name]}"""
     SCALE = "scale"
