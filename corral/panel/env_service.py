@@ -1,13 +1,15 @@
 """An app's environment as the panel edits it (the Environment tab and its JSON API).
 
 Two kinds of variables:
-- plain ones live in the app's config (`env`); the daemon changes a config only by
-  applying it, so saving one goes through the config editor's path
-  (`apps_service.apply_config`) with the restart or reload the user chose;
+- plain ones live in the app's config (`env`). By default ("later") saving one stores the
+  changed config with the daemon's `configure`, which restarts nothing; the user may ask
+  for "restart" or "reload" instead, which go through the config editor's path
+  (`apps_service.apply_config`);
 - secrets are kept, encrypted, by the tenant's daemon (`secret_set`, `secret_list`,
-  `secret_remove`). Saving one restarts nothing: it applies from the app's next start, and
-  the page offers Restart and Reload. A value goes to the daemon and never comes back:
-  nothing here returns, logs, audits or echoes it.
+  `secret_remove`). Saving one restarts nothing. A value goes to the daemon and never
+  comes back: nothing here returns, logs, audits or echoes it.
+A change that restarted nothing applies from the app's next start, and the page offers
+Restart and Reload.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
 
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SECRET_MAX_BYTES = 65536
-APPLY_MODES = ("restart", "reload")
+APPLY_MODES = ("later", "restart", "reload")
+"""later (the default): saved, applied at the next start; restart, reload: applied now."""
 
 _edit_locks: dict[tuple[str, str], threading.Lock] = {}
 _edit_locks_guard = threading.Lock()
@@ -77,7 +80,8 @@ class Saved:
     secret: bool
     set_at: float | None = None
     applied: str | None = None
-    """None for a secret (applies from the next start), else "restart" or "reload"."""
+    """"restart" or "reload" when the change was applied; None when it applies from the
+    app's next start (a secret, or a plain variable saved "later")."""
     done: Done | None = None
     replaced: bool = False
 
@@ -183,9 +187,9 @@ def check_plain_value(value: object) -> str:
 
 
 def check_apply(value: object) -> str:
-    mode = value if isinstance(value, str) and value else "restart"
+    mode = value if isinstance(value, str) and value else "later"
     if mode not in APPLY_MODES:
-        raise FieldErrors({"apply": "expected restart or reload"})
+        raise FieldErrors({"apply": "expected later, restart or reload"})
     return mode
 
 
@@ -210,7 +214,7 @@ def _read_for_change(ctx: Ctx, app: str, action: str, subject: str) -> EnvView:
 
 def set_variable(ctx: Ctx, app: str, data: Mapping[str, Any], name: object) -> Saved:
     """Add or change one variable: `data` has "value", "secret" and, for a plain variable,
-    "apply" (restart, the default, or reload). Raises FieldErrors or ActionFailed, each
+    "apply" (later, the default, restart or reload). Raises FieldErrors or ActionFailed, each
     audited; a value is never part of an audit entry or a message."""
     secret = flag(data.get("secret"))
     kind = "secret" if secret else "variable"
@@ -270,14 +274,19 @@ def _set_plain(ctx: Ctx, app: str, view: EnvView, name: str, value: str, mode: s
     replaced = name in env
     env[name] = value
     done = _apply_env(ctx, app, env, mode, "app.env.set", f"variable {name}")
-    return Saved(name, False, applied=mode, done=done, replaced=replaced)
+    return Saved(name, False, applied=_applied(mode), done=done, replaced=replaced)
+
+
+def _applied(mode: str) -> str | None:
+    return None if mode == "later" else mode
 
 
 def _apply_env(
     ctx: Ctx, app: str, env: dict[str, str], mode: str, action: str, subject: str
 ) -> Done:
-    """The app's config with this env, through the config editor's path (validated,
-    confined, applied by `mode`, audited as `action`)."""
+    """The app's config with this env, checked as the config editor checks it (validated,
+    confined) and audited as `action`: stored for the next start ("later": the daemon's
+    `configure`, nothing restarted) or applied at once by `mode` (restart, reload)."""
     daemon = svc._daemon(ctx)
     try:
         config = dict(daemon.describe(app).get("config") or {})
@@ -286,7 +295,16 @@ def _apply_env(
         raise svc.failure_of(exc) from None
     config["env"] = env
     text = svc.config_yaml(config)
-    return svc.apply_config(ctx, app, text, "yaml", mode, action=action, subject=subject)
+    if mode != "later":
+        return svc.apply_config(ctx, app, text, "yaml", mode, action=action, subject=subject)
+    try:
+        checked = svc.parse_config(ctx, app, text, "yaml")
+    except FieldErrors as exc:
+        ctx.audit(action, "failed", app=app, detail=f"{subject}, invalid: {', '.join(exc.errors)}")
+        raise
+    detail = f"{subject}, saved; applies from the next start"
+    records = svc._audited_call(ctx, action, app, detail, lambda: daemon.configure([checked]))
+    return svc._done(records, app, "saving")
 
 
 def remove_variable(ctx: Ctx, app: str, name: object, kind: str | None, mode: object) -> Saved:
@@ -317,7 +335,7 @@ def remove_variable(ctx: Ctx, app: str, name: object, kind: str | None, mode: ob
             raise ActionFailed(404, f"{app} has no variable named {var}")
         env = {k: v for k, v in view.env.items() if k != var}
         done = _apply_env(ctx, app, env, apply, "app.env.remove", f"variable {var}")
-        return Saved(var, False, applied=apply, done=done, replaced=True)
+        return Saved(var, False, applied=_applied(apply), done=done, replaced=True)
 
 
 def _remove_secret(ctx: Ctx, app: str, name: str) -> Saved:

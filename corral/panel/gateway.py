@@ -463,6 +463,12 @@ class TenantDaemon:
         them (how an edited config is applied)."""
         return list(self.call("start", apps=apps, cli_env=cli_env, env_name=env_name, force=force))
 
+    def configure(self, apps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Replace the stored config of existing apps (`AppConfig.to_dict()` dicts, by
+        name) without restarting anything: each instance gets it at its next launch. An
+        unknown name is a NotFound; nothing changes unless every app is accepted."""
+        return list(self.call("configure", apps=apps))
+
     def act(self, verb: Verb, target: str) -> list[dict[str, Any]]:
         """start, stop, restart, reload or reset existing apps (any daemon target)."""
         if verb not in VERBS:

@@ -678,6 +678,17 @@ def test_a_secret_is_added_masked_replaced_and_applied_when_the_user_says(
     assert _daemon_pids(server.acme, "vault") == pids
     tab.screenshot("env-secret-replaced")
 
+    # A plain variable edited with the default choice is saved, and not applied either.
+    plain = page.locator("tr[data-var=GREETING]")
+    plain.locator("summary", has_text="Edit").click()
+    expect(plain.get_by_label("at the app's next start")).to_be_checked()
+    plain.locator("input[name=value]").fill("hey")
+    plain.get_by_role("button", name="Save").click()
+    page.wait_for_url(server.url("/t/acme/apps/vault/env?pending=1"))
+    expect(page.locator(".flash")).to_contain_text("Set the variable GREETING of vault.")
+    expect(page.locator("tr[data-var=GREETING] td").nth(1)).to_have_text("hey")
+    assert _daemon_pids(server.acme, "vault") == pids
+
     # Applied when the user says so, with the offered button.
     page.locator("[data-pending]").get_by_role("button", name="Restart").click()
     page.wait_for_url(server.url("/t/acme/apps/vault/env"))
@@ -685,7 +696,7 @@ def test_a_secret_is_added_masked_replaced_and_applied_when_the_user_says(
     expect(page.locator("[data-pending]")).to_have_count(0)
     assert _daemon_pids(server.acme, "vault") != pids
     answer = page.evaluate("corral.api('GET', '/api/v1/tenants/acme/apps/vault/env')")
-    assert answer["env"] == {"GREETING": "hi"}
+    assert answer["env"] == {"GREETING": "hey"}
     assert [s["name"] for s in answer["secrets"]] == ["API_TOKEN"]
     assert first not in str(answer) and second not in str(answer)
     _assert_nowhere(page, [first, second])

@@ -5,9 +5,9 @@ that, no page, no API answer and no audit entry carries its value (nor its base6
 forms): `Site` keeps every answer it got and `assert_never_sent` searches them all. The
 app proves it receives the secret by printing its SHA-256, never the value.
 
-Plain variables are part of the app's config; the daemon applies a config only with a
-restart or a reload, so saving one applies it (the user chooses which). A secret
-restarts nothing: the page offers Restart and Reload instead.
+Plain variables are part of the app's config. By default saving one stores the config
+(the daemon's `configure`) and restarts nothing, as saving a secret does: the page offers
+Restart and Reload instead. A restart or a reload at once can still be chosen.
 """
 
 from __future__ import annotations
@@ -428,35 +428,86 @@ def test_a_secret_the_config_needs_and_lacks_is_pointed_out(site: Site) -> None:
 # --- plain variables ---------------------------------------------------------------------
 
 
-def test_plain_variables_are_shown_edited_and_removed_through_the_config(site: Site) -> None:
+def test_a_plain_variable_saved_by_default_restarts_nothing_and_the_page_offers_it(
+    site: Site,
+) -> None:
     html = site.get(PAGE).text
     row = html[html.index('<tr data-var="MODE">') :]
     row = row[: row.index("</tr>")]
     assert '<td class="mono wrap">dev</td>' in row
     assert 'name="value" class="mono" value="dev"' in row  # the edit form
+    assert 'name="apply" value="later" checked' in row
     since = last_audit_id(site.panel)
     pid = site.pid()
 
+    saved = site.post(PAGE, {"name": "MODE", "value": "prod"})
+    assert saved.headers["location"] == f"{PAGE}?pending=1"
+    html = site.follow(saved).text
+    assert "Set the variable MODE of web. It applies from the app&#39;s next start" in html
+    offer = html[html.index("data-pending") : html.index("</div>", html.index("data-pending"))]
+    for verb in ("restart", "reload"):
+        assert f'action="/t/acme/apps/web/{verb}"' in offer
+    # Stored in the app's config, the running process untouched.
+    assert site.config_env() == {"MODE": "prod"}
+    assert site.pid() == pid
+    assert not site.says("MODE is prod")
+
+    put = site.api("PUT", f"{API}/EXTRA", {"value": "a b=c"})
+    assert put.status_code == 200, put.text
+    body = put.json()
+    assert body["applied"] is None and body["pending"] is True
+    assert body["app"]["status"] == "online"
+    assert [p["pid"] for p in body["processes"]] == [pid]
+    assert site.api("GET", API).json()["env"] == {"MODE": "prod", "EXTRA": "a b=c"}
+    assert site.pid() == pid
+
+    # The offered restart starts the app with what was saved.
+    restarted = site.post("/t/acme/apps/web/restart", {"back": PAGE})
+    assert "Restarted web: online." in site.follow(restarted).text
+    assert site.pid() != pid
+    wait_for(lambda: site.says("MODE is prod"))
+
+    removed = site.post(f"{PAGE}/remove", {"name": "EXTRA", "kind": "variable"})
+    assert removed.headers["location"] == f"{PAGE}?pending=1"
+    assert "Removed the variable EXTRA of web. It applies from" in site.follow(removed).text
+    deleted = site.api("DELETE", f"{API}/MODE")
+    assert deleted.status_code == 200 and deleted.json()["removed"] == "variable"
+    assert deleted.json()["pending"] is True
+    assert site.config_env() == {}
+    assert site.audit(since) == [
+        ("app.env.set", "web", "ok", "variable MODE, saved; applies from the next start"),
+        ("app.env.set", "web", "ok", "variable EXTRA, saved; applies from the next start"),
+        ("app.restart", "web", "ok", ""),
+        ("app.env.remove", "web", "ok", "variable EXTRA, saved; applies from the next start"),
+        ("app.env.remove", "web", "ok", "variable MODE, saved; applies from the next start"),
+    ]
+
+
+def test_a_plain_variable_can_still_be_applied_at_once(site: Site) -> None:
+    since = last_audit_id(site.panel)
+    pid = site.pid()
     edited = site.post(PAGE, {"name": "MODE", "value": "prod", "apply": "reload"})
     assert edited.headers["location"] == PAGE
     assert "Set the variable MODE of web and reloaded without downtime: online." in (
         site.follow(edited).text
     )
     assert site.config_env() == {"MODE": "prod"}
-    assert site.pid() != pid
+    reloaded = site.pid()
+    assert reloaded != pid
     wait_for(lambda: site.says("MODE is prod"))
 
-    put = site.api("PUT", f"{API}/EXTRA", {"value": "a b=c"})
+    put = site.api("PUT", f"{API}/EXTRA", {"value": "a b=c", "apply": "restart"})
     assert put.status_code == 200, put.text
     assert put.json()["applied"] == "restart" and put.json()["pending"] is False
     assert put.json()["app"]["status"] == "online"
-    assert site.api("GET", API).json()["env"] == {"MODE": "prod", "EXTRA": "a b=c"}
+    assert site.pid() != reloaded
 
-    removed = site.post(f"{PAGE}/remove", {"name": "MODE", "kind": "variable"})
+    removed = site.post(f"{PAGE}/remove", {"name": "MODE", "kind": "variable", "apply": "restart"})
+    assert removed.headers["location"] == PAGE
     assert "Removed the variable MODE of web and restarted" in site.follow(removed).text
     deleted = site.api("DELETE", f"{API}/EXTRA", apply="reload")
     assert deleted.status_code == 200 and deleted.json()["removed"] == "variable"
-    assert deleted.json()["applied"] == "reload"
+    assert deleted.json()["applied"] == "reload" and deleted.json()["pending"] is False
     assert site.config_env() == {}
     wait_for(lambda: site.says("MODE is unset"))
     assert site.audit(since) == [
@@ -465,10 +516,11 @@ def test_plain_variables_are_shown_edited_and_removed_through_the_config(site: S
         ("app.env.remove", "web", "ok", "variable MODE, applied with restart"),
         ("app.env.remove", "web", "ok", "variable EXTRA, applied with reload"),
     ]
-    bad = site.api("PUT", f"{API}/MODE", {"value": "x", "apply": "later"})
+    bad = site.api("PUT", f"{API}/MODE", {"value": "x", "apply": "sometime"})
     assert bad.status_code == 422 and bad.json()["errors"] == {
-        "apply": "expected restart or reload"
+        "apply": "expected later, restart or reload"
     }
+    assert site.config_env() == {}
 
 
 # --- rights, CSRF and Origin -------------------------------------------------------------
@@ -542,6 +594,8 @@ def test_the_openapi_document_describes_the_env_api(site: Site) -> None:
     assert set(schema["properties"]) == {"env", "secrets"}
     body = one["put"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["value"] and set(body["properties"]) == {"value", "secret", "apply"}
+    apply = body["properties"]["apply"]
+    assert apply["enum"] == ["later", "restart", "reload"] and apply["default"] == "later"
     assert {p["name"] for p in one["delete"]["parameters"]} == {
         "tenant",
         "app",
@@ -549,6 +603,8 @@ def test_the_openapi_document_describes_the_env_api(site: Site) -> None:
         "kind",
         "apply",
     }
+    [query] = [p for p in one["delete"]["parameters"] if p["name"] == "apply"]
+    assert query["schema"]["default"] == "later"
 
 
 # --- the daemon the panel starts knows its tenant -----------------------------------------

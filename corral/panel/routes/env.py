@@ -57,11 +57,12 @@ PUT_BODY: dict[str, Any] = {
             "description": "Store it encrypted by the daemon; never readable again.",
         },
         "apply": {
-            "enum": ["restart", "reload"],
-            "default": "restart",
-            "description": "A plain variable is part of the app's config, which the daemon "
-            "applies with a restart or a zero-downtime reload. A secret restarts nothing: it "
-            "applies from the app's next start (restart or reload it when ready).",
+            "enum": ["later", "restart", "reload"],
+            "default": "later",
+            "description": "For a plain variable (part of the app's config): `later` stores "
+            "the changed config and restarts nothing, it applies from the app's next start "
+            "(restart or reload it when ready); `restart` or `reload` (zero downtime) apply "
+            "it at once. A secret always applies from the app's next start.",
         },
     },
 }
@@ -71,7 +72,8 @@ _SAVED_PROPERTIES: dict[str, Any] = {
     "set_at": {"type": ["number", "null"], "description": "When the secret was stored."},
     "applied": {
         "type": ["string", "null"],
-        "description": "How a plain variable was applied (restart, reload); null for a secret.",
+        "description": "How the change was applied (restart, reload); null when it applies "
+        "from the app's next start (a secret, or apply=later).",
     },
     "pending": {
         "type": "boolean",
@@ -92,8 +94,9 @@ DELETE_QUERY = (
     ),
     QueryParam(
         "apply",
-        {"enum": ["restart", "reload"], "default": "restart"},
-        "For a plain variable: how the changed config is applied.",
+        {"enum": ["later", "restart", "reload"], "default": "later"},
+        "For a plain variable: later (from the app's next start, nothing restarted), or "
+        "applied at once with a restart or a reload.",
     ),
 )
 
@@ -116,7 +119,7 @@ def _json_error(exc: ActionFailed | FieldErrors) -> Response:
 
 
 def _render(ctx: Ctx, status: int = 200, **context: Any) -> Response:
-    context.setdefault("form", {"secret": "on", "apply": "restart"})
+    context.setdefault("form", {"secret": "on", "apply": "later"})
     context.setdefault("errors", {})
     context.setdefault("pending", ctx.request.query_params.get("pending") == "1")
     view = env.read_env(ctx, _app(ctx))
@@ -143,8 +146,13 @@ def _saved_message(saved: env.Saved, app: str, removed: bool = False) -> str:
             f"{what} the secret {saved.name} of {app}. It applies from the app's next start: "
             "restart or reload it when you are ready."
         )
-    how = "reloaded without downtime" if saved.applied == "reload" else "restarted"
     what = "Removed" if removed else "Set"
+    if saved.applied is None:
+        return (
+            f"{what} the variable {saved.name} of {app}. It applies from the app's next start: "
+            "restart or reload it when you are ready."
+        )
+    how = "reloaded without downtime" if saved.applied == "reload" else "restarted"
     return f"{what} the variable {saved.name} of {app} and {how}: {done}."
 
 
@@ -169,7 +177,7 @@ def app_env_save(ctx: Ctx) -> Response:
         if exc.status == 404:
             raise HttpError(404, exc.message) from None
         return _render(ctx, exc.status, form=_kept(data), flash=exc.message, flash_kind="bad")
-    back = _page_url(ctx) + ("?pending=1" if saved.secret else "")
+    back = _page_url(ctx) + ("?pending=1" if saved.applied is None else "")
     return set_flash(ctx, ctx.redirect(back), _saved_message(saved, _app(ctx)))
 
 
@@ -185,7 +193,7 @@ def app_env_remove(ctx: Ctx) -> Response:
             raise HttpError(404, exc.message) from None
         message = "; ".join(exc.errors.values()) if isinstance(exc, FieldErrors) else exc.message
         return set_flash(ctx, ctx.redirect(_page_url(ctx)), message, "bad")
-    back = _page_url(ctx) + ("?pending=1" if saved.secret else "")
+    back = _page_url(ctx) + ("?pending=1" if saved.applied is None else "")
     return set_flash(ctx, ctx.redirect(back), _saved_message(saved, _app(ctx), removed=True))
 
 
@@ -206,8 +214,9 @@ def api_app_env_put(ctx: Ctx) -> Response:
 
     A secret is stored encrypted by the tenant's daemon and applies from the app's next
     start: nothing is restarted (`pending` is true). A plain variable changes the app's
-    config, applied by `apply`. A name that is already the other kind is a 409: remove
-    it first."""
+    config: with `apply` later (the default) it is stored and restarts nothing either
+    (`pending` is true); restart or reload apply it at once. A name that is already the
+    other kind is a 409: remove it first."""
     try:
         saved = env.set_variable(ctx, _app(ctx), ctx.data(), ctx.params["var"])
     except (ActionFailed, FieldErrors) as exc:
@@ -220,8 +229,8 @@ def api_app_env_put(ctx: Ctx) -> Response:
 def api_app_env_delete(ctx: Ctx) -> Response:
     """Remove one variable or secret.
 
-    A secret's removal applies from the app's next start; a plain variable's is applied
-    with `apply` (restart by default)."""
+    A secret's removal applies from the app's next start; a plain variable's too with
+    `apply` later (the default), or at once with restart or reload."""
     query = ctx.request.query_params
     data = ctx.data()
     kind = query.get("kind") or data.get("kind") or None
