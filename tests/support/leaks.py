@@ -2,7 +2,8 @@
 
 A test makes a value with `leak_value()` (only letters, digits, `_` and `-`: HTML, JSON,
 URL and shell quoting all leave it unchanged, so the plain form is found in any of
-them), then feeds everything corral wrote or answered to a `LeakScan`, which looks for
+them; or with `special` characters between two random runs, each run searched on its
+own), then feeds everything corral wrote or answered to a `LeakScan`, which looks for
 the value and its encoded forms:
 
 - the value itself (UTF-8, and UTF-16-LE in raw bytes);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import re
 import secrets
 import zlib
 from collections.abc import Callable, Iterable
@@ -29,9 +31,17 @@ from pathlib import Path
 MARKER = "crlLEAK"
 
 
-def leak_value(marker: str = MARKER) -> str:
-    """A new, unique value: the marker and 32 random URL-safe characters."""
-    return f"{marker}{secrets.token_urlsafe(24)}"
+SPECIAL = " \"'<>&\\$`;%+=é€😀"
+"""Characters that quoting (HTML, JSON, URL, shell, repr) changes, and multi-byte UTF-8."""
+_RUN = re.compile(rb"[A-Za-z0-9_-]{16,}")
+
+
+def leak_value(marker: str = MARKER, *, special: str = "") -> str:
+    """A new, unique value: the marker and 32 random URL-safe characters; with `special`,
+    those characters, then 32 random ones more. Each random run is searched on its own
+    too (see `forms_of`), so a value quoted or escaped in any way is still found."""
+    value = f"{marker}{secrets.token_urlsafe(24)}"
+    return f"{value}{special}{secrets.token_urlsafe(24)}" if special else value
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,10 @@ def _b64_cores(raw: bytes, encode: Callable[[bytes], bytes], name: str) -> list[
 
 
 def forms_of(value: str) -> list[Form]:
-    """Every form of `value` a scan looks for (no duplicates, longest first)."""
+    """Every form of `value` a scan looks for (no duplicates, longest first). A value with
+    characters quoting may change: also the forms of each run of 16 or more URL-safe
+    characters in it (escaping leaves those alone; base64 and hex of the whole value
+    hold theirs, at one of the three alignments)."""
     raw = value.encode()
     std, url = base64.b64encode(raw), base64.urlsafe_b64encode(raw)
     found = [
@@ -68,6 +81,18 @@ def forms_of(value: str) -> list[Form]:
         Form("hex", raw.hex().encode()),
         Form("HEX", raw.hex().upper().encode()),
     ]
+    runs = _RUN.findall(raw)
+    if runs != [raw]:
+        for n, run in enumerate(runs, 1):
+            part = f"random part {n} of the value"
+            found += [
+                Form(part, run),
+                Form(f"{part} in UTF-16-LE", run.decode().encode("utf-16-le")),
+                *_b64_cores(run, base64.b64encode, f"base64 of {part}"),
+                *_b64_cores(run, base64.urlsafe_b64encode, f"urlsafe base64 of {part}"),
+                Form(f"hex of {part}", run.hex().encode()),
+                Form(f"HEX of {part}", run.hex().upper().encode()),
+            ]
     unique: dict[bytes, Form] = {}
     for form in found:
         unique.setdefault(form.data, form)
