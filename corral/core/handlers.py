@@ -621,6 +621,7 @@ class Handlers:
         value = _secret_value(name, args)
         store = self._store()
         info: SecretInfo = await self._secret_call(lambda: store.set(app, name, value))
+        self.sup.forget_cli_value(app, name)
         log.info("secret %s of %s set", name, app)
         return _secret_info(info)
 

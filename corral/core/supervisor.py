@@ -147,7 +147,7 @@ class Supervisor:
         app = App(
             id=app_id,
             config=config,
-            cli_env=cli_env,
+            cli_env=self._without_secrets(config, cli_env),
             env_name=env_name,
             created_at=created_at if created_at is not None else self.os.wall(),
         )
@@ -169,7 +169,7 @@ class Supervisor:
         """A new configuration takes effect at the next launch of each instance."""
         self._set_config(app, config)
         if update_env:
-            app.cli_env = cli_env
+            app.cli_env = self._without_secrets(config, cli_env)
             app.env_name = env_name
         self.persist()
 
@@ -391,6 +391,26 @@ class Supervisor:
         if missing:
             raise SecretError(missing_secrets_message(name, missing))
         return store.environment(name) if store is not None else {}
+
+    def _without_secrets(
+        self, config: AppConfig, cli_env: dict[str, str] | None
+    ) -> dict[str, str] | None:
+        """The CLI's environment minus the app's secret names. The secret replaces such a
+        variable in the child anyway, and a copy kept with the app would be in clear in
+        the state file and in dumps (a secret also exported in the shell that ran start)."""
+        if not cli_env:
+            return cli_env
+        names = set(config.secrets) | {info.name for info in self.secret_names(config.name)}
+        if names.isdisjoint(cli_env):
+            return cli_env
+        return {key: value for key, value in cli_env.items() if key not in names}
+
+    def forget_cli_value(self, app_name: str, variable: str) -> None:
+        """A secret was just set: drop a stored CLI variable of that name (see above)."""
+        app = self.by_name(app_name)
+        if app is not None and app.cli_env and variable in app.cli_env:
+            app.cli_env = {k: v for k, v in app.cli_env.items() if k != variable}
+            self.persist()
 
     def secret_names(self, name: str) -> list[SecretInfo]:
         """The app's secrets (names and times, never values)."""

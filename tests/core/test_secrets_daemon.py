@@ -453,3 +453,25 @@ def test_every_command_has_a_handler(tmp_path: Path) -> None:
             assert cmd in w.handlers.table
 
     run(test, tmp_path)
+
+
+def test_a_cli_variable_named_like_a_secret_is_never_stored_with_the_app(tmp_path: Path) -> None:
+    async def test(w: World) -> None:
+        shell = new_value()  # what the shell that ran start exported
+        await w.set("api", "TOKEN", new_value())
+        api = w.sup.add_app(
+            AppConfig(name="api", script="/bin/true", secrets=["DB"]),
+            cli_env={"TOKEN": shell, "DB": shell, "HOME": "/root"},
+            env_name=None,
+        )
+        assert api.cli_env == {"HOME": "/root"}  # the secret's names are left out
+        other = w.sup.add_app(
+            AppConfig(name="web", script="/bin/true"),
+            cli_env={"KEY": shell, "HOME": "/root"},
+            env_name=None,
+        )
+        await w.set("web", "KEY", new_value())  # set after the app was started
+        assert other.cli_env == {"HOME": "/root"}
+        assert shell not in json.dumps(w.sup.snapshot())  # what the state file holds
+
+    run(test, tmp_path)

@@ -836,12 +836,6 @@ def test_no_error_message_holds_a_value(world: World) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(
-    strict=True,
-    reason="corral/panel/routes/env.py _kept(): the form shown again keeps `value` whenever "
-    "the Secret box is unticked, also when the name is an existing secret's (the 409 "
-    "'already a secret'): the value is shown back, in clear, in a text field",
-)
 def test_a_secrets_name_given_as_a_plain_variable_is_not_shown_back(world: World) -> None:
     """The box left unticked by mistake, on a name that is a secret: the page refuses it
     (409) and must not show the value typed, which is most likely the new secret."""
@@ -927,12 +921,6 @@ def test_exported_configs_keep_secret_names_never_values(world: World) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the daemon stores the CLI's whole environment (state.json, dump.json) with the "
-    "app, a variable named like one of its secrets too, although the secret replaces it "
-    "in the child: a secret exported in the shell that runs `corral start` is kept in clear",
-)
 def test_a_secret_exported_in_the_shell_is_not_stored_with_the_app(daemon: Corral) -> None:
     """`export DB_PASSWORD=...; corral secret set api DB_PASSWORD <<<"$DB_PASSWORD";
     corral start corral.yaml`: the app gets the secret (which comes last), and the copy

@@ -123,6 +123,10 @@ def _render(ctx: Ctx, status: int = 200, **context: Any) -> Response:
     context.setdefault("errors", {})
     context.setdefault("pending", ctx.request.query_params.get("pending") == "1")
     view = env.read_env(ctx, _app(ctx))
+    form = context["form"]
+    if "value" in form and form.get("name") in {s.name for s in view.secrets}:
+        # A value typed for a secret's name, Secret unticked: it is the secret's value.
+        context["form"] = {k: v for k, v in form.items() if k != "value"}
     return render_with_flash(
         ctx, "app_env.html", status=status, app_name=_app(ctx), view=view, **context
     )
