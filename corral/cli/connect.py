@@ -74,12 +74,14 @@ def connect(home: Home, *, autostart: bool = True) -> ControlClient:
     return wait_for_daemon(home, proc)
 
 
-def spawn_daemon(home: Home) -> subprocess.Popen[bytes]:
-    """Start `python -m corral.core.daemon` detached: own session, no terminal, cwd /."""
+def spawn_daemon(home: Home, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `python -m corral.core.daemon` detached: own session, no terminal, cwd /;
+    `extra_env` on top of this process's environment (the panel's CORRAL_TENANT)."""
     import subprocess
 
     env = dict(os.environ)
     env["CORRAL_HOME"] = str(home.root)
+    env.update(extra_env or {})
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "corral.core.daemon"],

@@ -29,6 +29,7 @@ from corral.cli.connect import (
     START_TIMEOUT,
     SUN_PATH_MAX,
     DaemonUnavailable,
+    spawn_daemon,
     wait_for_daemon,
 )
 from corral.config.model import NAME_RE
@@ -171,7 +172,7 @@ class DevStarter:
             except OSError as exc:
                 raise DaemonDown(f"cannot create {home.root}: {_reason(exc)}") from None
             try:
-                proc = spawn_tenant_daemon(home, tenant)
+                proc = spawn_daemon(home, {"CORRAL_TENANT": tenant})
                 with self._lock:
                     self._children.append(proc)
                 wait_for_daemon(home, proc, self.timeout).close()
@@ -194,32 +195,6 @@ class NoAutostart:
 
     def start(self, home: Home, tenant: str = "") -> None:
         raise DaemonDown(f"the daemon is not running (no socket at {home.socket})")
-
-
-def spawn_tenant_daemon(home: Home, tenant: str) -> subprocess.Popen[bytes]:
-    """`spawn_daemon` (the CLI's: detached, own session, no terminal, cwd /) with
-    CORRAL_TENANT=<tenant> in the daemon's environment, whatever the panel's own says."""
-    import subprocess
-    import sys
-
-    env = dict(os.environ)
-    env["CORRAL_HOME"] = str(home.root)
-    env["CORRAL_TENANT"] = tenant
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "corral.core.daemon"],
-            env=env,
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as exc:
-        raise DaemonUnavailable(
-            f"cannot start the daemon ({sys.executable}): {exc.strerror or exc}"
-        ) from None
 
 
 _dev_starter = DevStarter()
