@@ -568,10 +568,17 @@ class Handlers:
             raise ProtocolError(ErrorCode.INTERNAL, "this daemon has no secrets store")
         return self.sup.secrets
 
-    async def _reload_secrets(self) -> None:
-        """After a failed load or an unreadable key, try again (either may have been fixed)."""
+    def _secrets_unsettled(self) -> bool:
+        """The last load failed, or the key could not be read: either may be fixed now."""
         store = self.sup.secrets
-        if store is None or (self.sup.secrets_problem is None and store.key_problem is None):
+        return store is not None and (
+            self.sup.secrets_problem is not None or store.key_problem is not None
+        )
+
+    async def _reload_secrets(self) -> None:
+        """Load the store again if `_secrets_unsettled`."""
+        store = self.sup.secrets
+        if store is None or not self._secrets_unsettled():
             return
         try:
             await asyncio.to_thread(store.load)
@@ -586,10 +593,7 @@ class Handlers:
         launch fail: a needed one is not set, or one does not decrypt. The decrypted values
         are dropped at once; the launch decrypts again for the exec. Memory only (the
         store holds its keys once loaded): no thread hop for each of 1000 starts."""
-        store = self.sup.secrets
-        if self.sup.secrets_problem is not None or (
-            store is not None and store.key_problem is not None
-        ):  # the file or the key may have been fixed meanwhile
+        if self._secrets_unsettled():
             async with self._secrets_lock:
                 await self._reload_secrets()
         for name, required in apps:

@@ -25,12 +25,13 @@ from corral.panel.apps_service import ActionFailed, Done
 from corral.panel.gateway import GatewayError, Refused
 from corral.panel.validation import MAX_ENV_NAME, FieldError, FieldErrors, env_value
 from corral.protocol.wire import ErrorCode
+from corral.secrets.store import MAX_VALUE_BYTES
 
 if TYPE_CHECKING:
     from corral.panel.routing import Ctx
 
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-SECRET_MAX_BYTES = 65536
+SECRET_MAX_BYTES = MAX_VALUE_BYTES  # the daemon store's limit, said in the form
 APPLY_MODES = ("later", "restart", "reload")
 """later (the default): saved, applied at the next start; restart, reload: applied now."""
 

@@ -124,8 +124,10 @@ def _render(ctx: Ctx, status: int = 200, **context: Any) -> Response:
     context.setdefault("pending", ctx.request.query_params.get("pending") == "1")
     view = env.read_env(ctx, _app(ctx))
     form = context["form"]
-    if "value" in form and form.get("name") in {s.name for s in view.secrets}:
-        # A value typed for a secret's name, Secret unticked: it is the secret's value.
+    # Never a secret's value back: Secret ticked, or typed under an existing secret's name.
+    if "value" in form and (
+        form.get("secret") == "on" or form.get("name") in {s.name for s in view.secrets}
+    ):
         context["form"] = {k: v for k, v in form.items() if k != "value"}
     return render_with_flash(
         ctx, "app_env.html", status=status, app_name=_app(ctx), view=view, **context
@@ -133,12 +135,10 @@ def _render(ctx: Ctx, status: int = 200, **context: Any) -> Response:
 
 
 def _kept(data: Any) -> dict[str, str]:
-    """What the form shows again after a mistake: never a secret's value."""
-    form = {k: str(data.get(k, "")) for k in ("name", "apply")}
+    """What the form shows again after a mistake (`_render` drops a secret's value)."""
+    form = {k: str(data.get(k, "")) for k in ("name", "apply", "value")}
     if env.flag(data.get("secret")):
         form["secret"] = "on"
-    else:
-        form["value"] = str(data.get("value", ""))
     return form
 
 
