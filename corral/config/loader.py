@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,6 +110,8 @@ def _parse_yaml(text: str, source: str) -> Any:
 
 
 def _parse_toml(text: str, source: str) -> Any:
+    import tomllib  # only TOML configs pay for it, at every CLI start
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import logging.handlers
 import os
-import queue
 import signal
 import sys
 from collections.abc import Mapping
@@ -25,6 +23,7 @@ from corral.config.errors import ConfigError
 from corral.config.schema import app_from_dict
 from corral.core import metrics_server
 from corral.core.atomic import write_atomic
+from corral.core.daemonlog import setup_logging
 from corral.core.handlers import Handlers
 from corral.core.orphans import stop_orphans
 from corral.core.realos import RealOs
@@ -36,8 +35,6 @@ from corral.paths import Home
 from corral.secrets import SecretError, SecretStore
 
 log = logging.getLogger("corral.daemon")
-DAEMON_LOG_MAX = 10 * 1024 * 1024
-DAEMON_LOG_KEEP = 5
 
 
 def acquire_lock(home: Home) -> int | None:
@@ -49,23 +46,6 @@ def acquire_lock(home: Home) -> int | None:
         os.close(fd)
         return None
     return fd
-
-
-def setup_logging(home: Home) -> logging.handlers.QueueListener:
-    """Log records go through a queue to a thread: the event loop never waits on the disk."""
-    # The daemon runs for months: its own log rotates too (corral.log.1 ... .5).
-    file_handler = logging.handlers.RotatingFileHandler(
-        home.daemon_log, maxBytes=DAEMON_LOG_MAX, backupCount=DAEMON_LOG_KEEP, encoding="utf-8"
-    )
-    os.chmod(home.daemon_log, 0o600)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, file_handler)
-    root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
-    root.setLevel(logging.INFO)
-    listener.start()
-    return listener
 
 
 async def restore(sup: Supervisor, state: dict[str, Any]) -> None:
@@ -250,7 +230,7 @@ def main() -> int:
     # A log file over RLIMIT_FSIZE must fail the write (EFBIG, counted as dropped), not kill
     # the daemon. Children get the default back (subprocess restores SIGXFSZ).
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    listener = setup_logging(home)
+    log_writer = setup_logging(home)
     home.pid_file.write_text(f"{os.getpid()}\n")
     try:
         return asyncio.run(run(home))
@@ -260,7 +240,7 @@ def main() -> int:
     finally:
         with contextlib.suppress(FileNotFoundError):
             home.pid_file.unlink()
-        listener.stop()
+        log_writer.stop()
         os.close(lock_fd)
 
 

@@ -90,6 +90,11 @@ class ControlServer:
             await self._conversation(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # close() ends the conversation at shutdown. Ending normally: Python 3.11's
+            # stream callback calls task.exception() on a cancelled task, which logs a
+            # traceback as an ERROR in the daemon's log at every `corral kill`.
+            return
         finally:
             if task is not None:
                 self._clients.discard(task)

@@ -22,8 +22,6 @@ import os
 import threading
 from collections.abc import Callable
 
-from watchfiles._rust_notify import RustNotify
-
 log = logging.getLogger(__name__)
 
 ALWAYS_IGNORED = (".git", "__pycache__", "node_modules", "*.pyc", "*.swp", "*~", ".DS_Store")
@@ -151,6 +149,10 @@ class AppWatcher:
         if not existing or self._stop.is_set():
             self._to_loop(self._set_ready, [])
             return
+        # Imported here, in the watcher's thread: most daemons watch nothing and need not
+        # pay for loading watchfiles (and anyio, which it imports) at every start.
+        from watchfiles._rust_notify import RustNotify
+
         with RustNotify(existing, False, False, 300, True, True) as notify:
             self._to_loop(self._set_ready, existing)
             # Batches arrive at least twice per quiet period during a steady stream of

@@ -10,12 +10,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, Any
 
 from corral.secrets.errors import SecretError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -83,11 +83,19 @@ def _b64_field(d: Mapping[str, Any], field: str) -> bytes:
         raise SecretError(f"its {field} is not valid base64") from None
 
 
+def _aesgcm(key: bytes) -> AESGCM:
+    # Imported on first use: every daemon imports this module, most never hold a secret,
+    # and loading cryptography's bindings costs ~10 ms of each daemon's start.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
 def seal(key: bytes, plaintext: bytes, ad: bytes) -> Sealed:
     """Encrypt under `key` with a fresh random nonce (never reused: 96 random bits each time)."""
     _check_key(key)
     nonce = os.urandom(NONCE_BYTES)
-    return Sealed(key_id(key), nonce, AESGCM(key).encrypt(nonce, plaintext, ad))
+    return Sealed(key_id(key), nonce, _aesgcm(key).encrypt(nonce, plaintext, ad))
 
 
 def unseal(keys: Mapping[str, bytes], sealed: Sealed, ad: bytes) -> bytes:
@@ -99,8 +107,10 @@ def unseal(keys: Mapping[str, bytes], sealed: Sealed, ad: bytes) -> bytes:
             f" ({', '.join(sorted(keys)) or 'none'})"
         )
     _check_key(key)
+    from cryptography.exceptions import InvalidTag
+
     try:
-        return AESGCM(key).decrypt(sealed.nonce, sealed.ciphertext, ad)
+        return _aesgcm(key).decrypt(sealed.nonce, sealed.ciphertext, ad)
     except InvalidTag:
         raise SecretError(
             "it does not authenticate: the ciphertext or nonce was changed, it was moved"

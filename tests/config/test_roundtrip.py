@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +114,20 @@ def test_round_trip_through_json(folder: Path, raw: dict[str, Any]) -> None:
     """The control protocol carries configs as JSON."""
     cfg = app_from_mapping(raw, source="corral.yaml", base_dir=folder, index=0)
     assert app_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@settings(max_examples=50, deadline=None)
+@given(raw=RAW_APPS)
+def test_to_dict_is_a_deep_copy_like_asdict(folder: Path, raw: dict[str, Any]) -> None:
+    """to_dict is a hand-written (faster) dataclasses.asdict: same result, nothing shared."""
+    cfg = app_from_mapping(raw, source="corral.yaml", base_dir=folder, index=0)
+    plain = cfg.to_dict()
+    assert plain == dataclasses.asdict(cfg)
+    for name, value in plain.items():
+        if isinstance(value, (list, dict)):
+            assert value is not getattr(cfg, name)
+    for profile, env in plain["env_profiles"].items():
+        assert env is not cfg.env_profiles[profile]
 
 
 def test_defaults_round_trip() -> None:
