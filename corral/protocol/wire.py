@@ -19,6 +19,10 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     """A file the request names does not exist (a script, a dump)."""
     CONFLICT = "conflict"
+    PERMISSION_DENIED = "permission_denied"
+    """The peer's uid may not do this (a tenant asking what only the panel or root may)."""
+    LIMIT_REACHED = "limit_reached"
+    """The request would create more apps than the tenant's app limit allows."""
     INTERNAL = "internal"
 
 
