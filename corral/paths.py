@@ -77,9 +77,20 @@ class Home:
     def logs(self) -> Path:
         return self.root / "logs"
 
-    def ensure(self) -> None:
-        """Create the home (0700) and its log folder; tighten a home that is too open."""
+    def ensure(self, panel_gid: int | None = None) -> None:
+        """Create the home (0700) and its log folder (0700); tighten either if too open.
+
+        `panel_gid` (a tenant daemon's CORRAL_PANEL_GID): a home whose group is the panel's
+        keeps its group r-x and setgid bits, so that the panel can reach the socket; write
+        and "other" bits are always removed.
+        """
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.root.stat().st_mode & 0o077:
-            os.chmod(self.root, 0o700)
+        info = self.root.stat()
+        keep = 0o2050 if panel_gid is not None and info.st_gid == panel_gid else 0
+        if info.st_mode & 0o077 & ~keep:
+            os.chmod(self.root, 0o700 | (info.st_mode & keep))
         self.logs.mkdir(mode=0o700, exist_ok=True)
+        # Tenant only; not setgid either (a setgid home passes the bit on to it), so that
+        # the files in it get the tenant's group, not the panel's.
+        if self.logs.stat().st_mode & 0o7077:
+            os.chmod(self.logs, 0o700)
