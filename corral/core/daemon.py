@@ -31,6 +31,7 @@ from corral.core.server import ControlServer
 from corral.core.settings import Settings
 from corral.core.state_store import StateStore
 from corral.core.supervisor import Supervisor
+from corral.core.tenancy import TenancyError, TenantMode
 from corral.paths import Home
 from corral.secrets import SecretError, SecretStore
 
@@ -180,7 +181,7 @@ class MetricsEndpoint:
         return render(self._handlers.metrics_snapshot())
 
 
-async def run(home: Home) -> int:
+async def run(home: Home, tenant: TenantMode) -> int:
     loop = asyncio.get_running_loop()
     store = StateStore(home.state)
     settings = Settings(home.settings)
@@ -195,13 +196,21 @@ async def run(home: Home) -> int:
     if state:
         await stop_leftovers(state)
         await restore(sup, state)
+    if 0 <= tenant.app_limit < len(sup.apps):
+        # They were admitted under an earlier, higher limit: lowering it stops nothing.
+        log.warning(
+            "this home holds %d apps, over its app limit of %d: no app can be added until"
+            " some are deleted",
+            len(sup.apps),
+            tenant.app_limit,
+        )
 
     done = asyncio.Event()
-    handlers = Handlers(sup, home, done.set)
+    handlers = Handlers(sup, home, done.set, tenant)
     metrics = MetricsEndpoint(settings, handlers)
     handlers.on_metrics_settings = metrics.apply
     await metrics.apply()
-    server = ControlServer(home.socket, handlers, sup)
+    server = ControlServer(home.socket, handlers, sup, tenant)
     await server.start()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, done.set)
@@ -220,9 +229,29 @@ async def run(home: Home) -> int:
     return 0
 
 
+def refuse_to_start(home: Home, why: str) -> int:
+    """Say why in the daemon's log (and on stderr) and return exit status 2. The home is
+    created if missing but not re-moded: without a valid panel gid, tightening it could
+    lock the panel out for good."""
+    message = f"refusing to start: {why} (a tenant daemon never runs unconfined)"
+    print(f"corral daemon: {message}", file=sys.stderr)
+    try:
+        home.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        writer = setup_logging(home)
+    except OSError:
+        return 2
+    log.error("%s", message)
+    writer.stop()
+    return 2
+
+
 def main() -> int:
     home = Home.from_env()
-    home.ensure()
+    try:
+        tenant = TenantMode.from_env(os.environ)
+    except TenancyError as exc:
+        return refuse_to_start(home, str(exc))
+    home.ensure(tenant.panel_gid)
     lock_fd = acquire_lock(home)
     if lock_fd is None:
         return 0  # another daemon owns this home
@@ -233,7 +262,7 @@ def main() -> int:
     log_writer = setup_logging(home)
     home.pid_file.write_text(f"{os.getpid()}\n")
     try:
-        return asyncio.run(run(home))
+        return asyncio.run(run(home, tenant))
     except Exception:
         log.exception("daemon crashed")
         return 1

@@ -25,6 +25,7 @@ from corral.core.records import process_record
 from corral.core.settings import KNOWN, check_key
 from corral.core.state_store import DumpError, DumpRefused, DumpStore
 from corral.core.supervisor import Supervisor
+from corral.core.tenancy import TenancyError, TenantMode, parse_limit, peer_uid
 from corral.paths import Home
 from corral.protocol.commands import Command
 from corral.protocol.wire import ErrorCode, ProtocolError
@@ -34,6 +35,7 @@ from corral.secrets.store import NAME_RE as SECRET_NAME_RE
 from corral.secrets.store import SecretInfo, SecretStore, check_value
 
 log = logging.getLogger("corral.secrets")
+log_limit = logging.getLogger("corral.limit")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -138,9 +140,19 @@ def _signal(value: Any) -> int:
 
 
 class Handlers:
-    def __init__(self, supervisor: Supervisor, home: Home, request_shutdown: Callable[[], None]):
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        home: Home,
+        request_shutdown: Callable[[], None],
+        tenant: TenantMode | None = None,
+    ):
         self.sup = supervisor
         self.home = home
+        self.tenant = tenant or TenantMode()
+        self.app_limit = self.tenant.app_limit
+        """-1 unlimited; changed by `set_app_limit` (kept in memory: the helper gives the
+        current limit to every daemon it starts)."""
         self._request_shutdown = request_shutdown
         self.on_metrics_settings: Callable[[], Awaitable[None]] | None = None
         # Secret commands and pre-start checks take turns: each runs store code in a thread.
@@ -173,6 +185,7 @@ class Handlers:
             Command.SECRET_LIST: self.secret_list,
             Command.SECRET_REMOVE: self.secret_remove,
             Command.SECRET_ROTATE: self.secret_rotate,
+            Command.SET_APP_LIMIT: self.set_app_limit,
             Command.KILL: self.kill,
         }
 
@@ -195,7 +208,12 @@ class Handlers:
     # ------------------------------------------------------------ commands
 
     async def ping(self, args: dict[str, Any]) -> Any:
-        return {"pid": os.getpid(), "version": __version__, "home": str(self.home.root)}
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "home": str(self.home.root),
+            "app_limit": self.app_limit,
+        }
 
     async def list_processes(self, args: dict[str, Any]) -> Any:
         return self.records(self.sup.ordered())
@@ -244,6 +262,8 @@ class Handlers:
                     "use restart, or start -f to replace it",
                 )
         await self.check_secrets([(cfg.name, cfg.secrets) for cfg in configs])
+        # No await from here to the last add_app: two requests cannot both take one slot.
+        self.check_room([cfg.name for cfg in configs])
         touched = []
         for cfg in configs:
             found = self.sup.by_name(cfg.name)
@@ -293,6 +313,7 @@ class Handlers:
             configs = _configs(args)
             await _check_scripts(configs)
             await self.check_secrets([(cfg.name, cfg.secrets) for cfg in configs])
+            self.check_room([cfg.name for cfg in configs])  # no await until the apps exist
             apps = []
             for cfg in configs:
                 app = self.sup.by_name(cfg.name)
@@ -478,7 +499,9 @@ class Handlers:
             dump = await asyncio.to_thread(store.read)
         except DumpError as exc:
             raise ProtocolError(ErrorCode.NOT_FOUND, str(exc)) from None
-        restored = []
+        # Every record is read, and the app limit checked, before any app is added: a dump
+        # with a bad record, or with more apps than there is room for, changes nothing.
+        wanted: list[tuple[AppConfig, dict[str, Any]]] = []
         for record in dump.apps:
             try:
                 cfg = app_from_dict(record.get("config", {}))
@@ -486,24 +509,72 @@ class Handlers:
                 raise ProtocolError(ErrorCode.INVALID_ARGUMENT, f"dump: {exc}") from None
             if self.sup.by_name(cfg.name) is not None:
                 continue  # already here: resurrect never runs an app twice
+            if any(cfg.name == seen.name for seen, _ in wanted):
+                continue  # a dump written by hand may name an app twice: the first wins
+            wanted.append((cfg, record))
+        self.check_room([cfg.name for cfg, _ in wanted])
+        restored: list[tuple[App, bool]] = []
+        for cfg, record in wanted:
             cli_env = record.get("cli_env")
+            env_name = record.get("env_name")
             app = self.sup.add_app(
                 cfg,
                 cli_env=cli_env if isinstance(cli_env, dict) else None,
-                env_name=record.get("env_name")
-                if isinstance(record.get("env_name"), str)
-                else None,
+                env_name=env_name if isinstance(env_name, str) else None,
             )
-            restored.append(app)
-            if record.get("desired", "running") == "running":
+            restored.append((app, record.get("desired", "running") == "running"))
+        for app, running in restored:
+            if running:
                 await self.sup.start(app)
-        return {"restored": self.records(restored), "warning": dump.warning}
+        return {"restored": self.records([app for app, _ in restored]), "warning": dump.warning}
 
     async def host(self, args: dict[str, Any]) -> Any:
         sample = self.sup.host
         if sample is None:  # before the first sampling pass
             sample = await asyncio.to_thread(self.sup.sample_host)
-        return dataclasses.asdict(sample)
+        return {**dataclasses.asdict(sample), "app_limit": self.app_limit}
+
+    # ------------------------------------------------------------ app limit (SPEC 2.2)
+
+    def check_room(self, names: Sequence[str]) -> None:
+        """Refuse a request that would make this daemon hold more apps than its limit.
+
+        Counts apps (names), not instances; names already here are not new. Call it with
+        no await between it and the add_app calls it allows.
+        """
+        limit = self.app_limit
+        if limit < 0:
+            return
+        new = {name for name in names if self.sup.by_name(name) is None}
+        held = len(self.sup.apps)
+        if held + len(new) <= limit:
+            return
+        if limit == 0:
+            message = "the app limit is 0: no app may be created here"
+        elif held >= limit:
+            message = f"the app limit is reached: {held} of {limit} apps; delete one first"
+        else:
+            message = (
+                f"the app limit would be exceeded: {held} of {limit} apps, and this request"
+                f" adds {len(new)}; nothing was started"
+            )
+        raise ProtocolError(ErrorCode.LIMIT_REACHED, message)
+
+    async def set_app_limit(self, args: dict[str, Any]) -> Any:
+        """Only root or the panel's user; lowering the limit stops nothing."""
+        uid = peer_uid.get()
+        if not self.tenant.may_set_limit(uid):
+            raise ProtocolError(
+                ErrorCode.PERMISSION_DENIED, "only the panel may change the app limit"
+            )
+        try:
+            limit = parse_limit(args.get("limit"), "'limit'")
+        except TenancyError as exc:
+            raise _bad(str(exc)) from None
+        if limit != self.app_limit:
+            log_limit.info("app limit %d -> %d (set by uid %s)", self.app_limit, limit, uid)
+        self.app_limit = limit
+        return {"limit": limit}
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """What the Prometheus endpoint (and `corral metrics`) shows."""

@@ -1,4 +1,9 @@
-"""The control socket: a unix stream socket, mode 0600, peers checked with SO_PEERCRED."""
+"""The control socket: a unix stream socket, peers checked with SO_PEERCRED.
+
+Mode 0600; a tenant daemon's socket is 0660 when its group is the panel's (the setgid
+`.corral` directory gives it that group), so that the panel's user can reach it through
+the file modes too, and no other tenant can.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from corral.core.events import Event, Subscription
 from corral.core.handlers import Handlers
 from corral.core.supervisor import Supervisor
 from corral.core.targets import resolve_many
+from corral.core.tenancy import TenantMode
+from corral.core.tenancy import peer_uid as current_peer_uid
 from corral.protocol.commands import Command
 from corral.protocol.wire import (
     MAX_MESSAGE_BYTES,
@@ -37,16 +44,23 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-def peer_allowed(uid: int) -> bool:
-    """Only the daemon's own user, or root, may control it."""
-    return uid in (os.getuid(), 0)
+def peer_allowed(uid: int, tenant: TenantMode | None = None) -> bool:
+    """Only the daemon's own user, root, or the panel's user (tenant mode) may control it."""
+    return (tenant or TenantMode()).may_connect(uid, os.getuid())
 
 
 class ControlServer:
-    def __init__(self, path: Path, handlers: Handlers, supervisor: Supervisor) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handlers: Handlers,
+        supervisor: Supervisor,
+        tenant: TenantMode | None = None,
+    ) -> None:
         self.path = path
         self.handlers = handlers
         self.sup = supervisor
+        self.tenant = tenant or TenantMode()
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[Any]] = set()
 
@@ -60,7 +74,24 @@ class ControlServer:
             )
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        os.chmod(self.path, self._socket_mode())
+
+    def _socket_mode(self) -> int:
+        """0660 when the socket's group is the panel's, else 0600."""
+        gid = self.tenant.panel_gid
+        if gid is None:
+            return 0o600
+        group = os.stat(self.path).st_gid
+        if group == gid:
+            return 0o660
+        log.warning(
+            "the control socket's group is %d, not the panel's (%d): it stays 0600 and the"
+            " panel cannot reach it (is %s setgid with the panel's group?)",
+            group,
+            gid,
+            self.path.parent,
+        )
+        return 0o600
 
     async def close(self) -> None:
         if self._server is not None:
@@ -77,9 +108,9 @@ class ControlServer:
         try:
             sock = writer.get_extra_info("socket")
             uid = peer_uid(sock)
-            if not peer_allowed(uid):
+            if not peer_allowed(uid, self.tenant):
                 log.warning("refused a control connection from uid %d", uid)
-                refusal = ProtocolError(ErrorCode.BAD_REQUEST, "permission denied")
+                refusal = ProtocolError(ErrorCode.PERMISSION_DENIED, "permission denied")
                 writer.write(encode_message(error_reply(None, refusal)))
                 await writer.drain()
                 # Swallow what the peer already sent, so that closing does not reset the
@@ -87,6 +118,7 @@ class ControlServer:
                 with contextlib.suppress(TimeoutError, ValueError, asyncio.LimitOverrunError):
                     await asyncio.wait_for(reader.read(MAX_MESSAGE_BYTES), 0.2)
                 return
+            current_peer_uid.set(uid)  # this task's context: seen by the handlers it awaits
             await self._conversation(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 class Command(StrEnum):
     PING = "ping"
-    """{} -> {"pid": int, "version": str, "home": str}"""
+    """{} -> {"pid": int, "version": str, "home": str, "app_limit": int}"""
     START = "start"
     """{"apps": [AppConfig dict], "cli_env": {str: str} | null, "env_name": str | null,
     "force": bool} or {"target": str} -> [process record]"""
@@ -63,7 +63,7 @@ class Command(StrEnum):
     """{} -> {"restored": [process record], "warning": str | null}"""
     HOST = "host"
     """{} -> {"load1", "load5", "load15", "mem_total", "mem_available", "swap_used",
-    "cpu_count", "cpu_percent"}"""
+    "cpu_count", "cpu_percent", "app_limit"}"""
     METRICS = "metrics"
     """{} -> {"text": str}: the Prometheus text exposition (as served on metrics.port)."""
     SET = "set"
@@ -80,6 +80,12 @@ class Command(StrEnum):
     """{"app": str, "name": str} -> {"removed": bool}"""
     SECRET_ROTATE = "secret_rotate"
     """{} -> {"rotated": int, "key_id": str}: re-encrypts every secret under a new key."""
+    SET_APP_LIMIT = "set_app_limit"
+    """{"limit": int >= -1} -> {"limit": int}: the number of apps (names, not instances)
+    the daemon may hold (-1 unlimited, 0 none). Only root or CORRAL_PANEL_UID may call it
+    (`permission_denied`); lowering it stops nothing, it refuses new apps. Requests that
+    would exceed it (start or restart/reload with configs, resurrect) are refused whole
+    with `limit_reached`."""
     KILL = "kill"
     """{} -> {"stopped": int}; the daemon stops every app and exits after replying."""
     SUBSCRIBE = "subscribe"
