@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from corral.panel.cli import main as panel_main
 
         return panel_main(args[1:])
+    if args and args[0] == "helper":  # the privileged tenant helper (root only, SPEC 2.2)
+        from corral.helper.cli import main as helper_main
+
+        return helper_main(args[1:])
     if len(args) == 1 and args[0] in _BARE_VERBS:
         ns = SimpleNamespace(verb=_BARE_VERBS[args[0]])
     else:
