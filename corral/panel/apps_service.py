@@ -18,9 +18,17 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import yaml
 
 from corral.config.model import AppConfig
-from corral.panel.gateway import DaemonDown, GatewayError, NotFound, Refused, TenantDaemon
+from corral.panel.gateway import (
+    DaemonDown,
+    GatewayError,
+    LimitRefused,
+    NotFound,
+    Refused,
+    TenantDaemon,
+)
 from corral.panel.validation import (
     MAX_INSTANCES,
+    TEXT_FORMATS,
     FieldErrors,
     config_text_to_apps,
     validate_app_form,
@@ -35,9 +43,12 @@ Verb = Literal["start", "stop", "restart", "reload"]
 VERBS: tuple[Verb, ...] = ("start", "stop", "restart", "reload")
 ConfigFormat = Literal["yaml", "json", "toml"]
 FORMATS: tuple[ConfigFormat, ...] = ("yaml", "json", "toml")
+IMPORT_FORMATS = TEXT_FORMATS
+"""What an uploaded config may be: a corral.yaml, JSON, TOML, or a Procfile."""
 ApplyMode = Literal["restart", "reload"]
-RESERVED_NAMES = frozenset({"new"})
-"""App names the panel's URLs would misread (/t/{tenant}/apps/new is the creation form)."""
+RESERVED_NAMES = frozenset({"new", "import"})
+"""App names the panel's URLs would misread (/t/{tenant}/apps/new is the creation form,
+/t/{tenant}/apps/import the upload)."""
 _COUNT_RE = re.compile(r"[+-]?[0-9]{1,4}")
 _TRANSITIONAL = ("stopping", "launching", "waiting-restart")
 T = TypeVar("T")
@@ -59,7 +70,10 @@ class LimitReached(ActionFailed):
 
 def failure_of(exc: GatewayError) -> ActionFailed:
     """The HTTP answer for a daemon error: 404 unknown app, 503 daemon down, 409/422 for
-    a refusal, 502 for anything else the daemon said."""
+    a refusal (LimitReached when the daemon's own app limit refused), 502 for anything
+    else the daemon said."""
+    if isinstance(exc, LimitRefused):
+        return LimitReached(exc.message)
     if isinstance(exc, NotFound):
         return ActionFailed(404, exc.message)
     if isinstance(exc, DaemonDown):
@@ -272,15 +286,19 @@ def _tenant(ctx: Ctx) -> TenantRef:
 def _audited_call(
     ctx: Ctx, action: str, app: str, detail: str, call: Callable[[], T], *, step: bool = False
 ) -> T:
-    """Run `call()`, audit the outcome; a daemon error becomes ActionFailed. A `step` (a
-    look-up before the action) is audited only when it fails."""
+    """Run `call()`, audit the outcome; a daemon error becomes ActionFailed (LimitReached,
+    audited as denied, when the daemon's app limit refused). A `step` (a look-up before
+    the action) is audited only when it fails."""
     try:
         result = call()
     except GatewayError as exc:
         message = exc.message
         if isinstance(exc, NotFound) and exc.code is ErrorCode.UNKNOWN_TARGET:
             message = f"no app named {app!r}"
-        ctx.audit(action, "failed", app=app, detail=f"{detail}: {message}" if detail else message)
+        outcome = "denied" if isinstance(exc, LimitRefused) else "failed"
+        ctx.audit(action, outcome, app=app, detail=f"{detail}: {message}" if detail else message)
+        if isinstance(exc, LimitRefused):
+            raise LimitReached(message) from None
         failure = failure_of(exc)
         raise ActionFailed(failure.status, message) from None
     if not step:
@@ -355,14 +373,20 @@ def _create_lock(tenant_id: int) -> threading.Lock:
         return _create_locks.setdefault(tenant_id, threading.Lock())
 
 
-def limit_problem(tenant: TenantRef, count: int) -> str | None:
-    """Why one more app is not allowed, or None."""
+def limit_problem(tenant: TenantRef, count: int, adding: int = 1) -> str | None:
+    """Why `adding` more apps (to the `count` the tenant has) are not allowed, or None."""
     limit = tenant.app_limit
-    if limit < 0 or count < limit:
+    if limit < 0 or count + adding <= limit:
         return None
     if limit == 0:
         return "this tenant may not run any app (its app limit is 0)"
-    return f"the app limit is reached: {count} of {limit} apps; delete one first"
+    if adding == 1 or count >= limit:
+        return f"the app limit is reached: {count} of {limit} apps; delete one first"
+    room = limit - count
+    return (
+        f"the app limit is {limit} and this tenant has {count} apps: there is room for "
+        f"{room} more, not {adding}; nothing was started"
+    )
 
 
 def _multiline(text: str) -> bool:
@@ -417,24 +441,90 @@ def create(ctx: Ctx, data: Mapping[str, Any]) -> Done:
         reserved = f"{name!r} is reserved: /t/<tenant>/apps/{name} is a page of the panel"
         ctx.audit("app.create", "failed", app=name, detail=reserved)
         raise FieldErrors({"name": reserved})
+    records = _start_new(ctx, [config], ["name"])
+    return _done(records, name, "starting it")
+
+
+def import_apps(ctx: Ctx, text: str, fmt: str) -> list[Done]:
+    """Validate a config text (corral.yaml, JSON, TOML or a Procfile) and start every app
+    in it, all or none: each is confined as the form's are, names that exist are refused,
+    and the app limit counts all the new apps at once. Raises FieldErrors (keyed
+    `config`, `format` or `apps[i].key`; nothing started), LimitReached (audited as
+    denied) or ActionFailed. Every app is audited as app.create."""
+    tenant = _tenant(ctx)
+    try:
+        if fmt not in IMPORT_FORMATS:
+            expected = ", ".join(IMPORT_FORMATS)
+            raise FieldErrors({"format": f"expected one of {expected}, got {fmt!r}"})
+        configs = config_text_to_apps(text, fmt, tenant.home)
+        reserved = {
+            f"apps[{i}].name": f"{c['name']!r} is reserved: /t/<tenant>/apps/{c['name']} is "
+            "a page of the panel"
+            for i, c in enumerate(configs)
+            if c["name"] in RESERVED_NAMES
+        }
+        if reserved:
+            raise FieldErrors(reserved)
+    except FieldErrors as exc:
+        ctx.audit("app.create", "failed", detail=f"import: invalid: {', '.join(exc.errors)}")
+        raise
+    keys = [f"apps[{i}].name" for i in range(len(configs))]
+    records = _start_new(ctx, configs, keys, " (imported)")
+    return [_done(records, str(c["name"]), "starting it") for c in configs]
+
+
+def _start_new(
+    ctx: Ctx, configs: list[dict[str, Any]], keys: list[str], how: str = ""
+) -> list[dict[str, Any]]:
+    """Start new apps (validated and confined), all or none; their process records.
+
+    Count-then-start runs under the tenant's create lock: names that exist already are
+    FieldErrors (under `keys[i]`), the app limit counts every new app at once, and the
+    daemon's own limit (LIMIT_REACHED) answers the same way. Each app is audited."""
+    tenant = _tenant(ctx)
+    names = [str(c["name"]) for c in configs]
+
+    def audit_each(result: str, why: Callable[[str], str]) -> None:
+        for name in names:
+            ctx.audit("app.create", result, app=name, detail=why(name))
+
     daemon = _daemon(ctx)
     with _create_lock(tenant.id):
         try:
             apps = summarize(daemon.processes())
         except GatewayError as exc:
-            ctx.audit("app.create", "failed", app=name, detail=exc.message)
+            message = exc.message
+            audit_each("failed", lambda _: message)
             raise failure_of(exc) from None
-        if any(app.name == name for app in apps):
-            ctx.audit("app.create", "failed", app=name, detail="an app of that name exists")
-            raise FieldErrors({"name": f"an app named {name!r} already exists"})
-        problem = limit_problem(tenant, len(apps))
+        existing = {app.name for app in apps}
+        taken = {
+            keys[i]: f"an app named {name!r} already exists"
+            for i, name in enumerate(names)
+            if name in existing
+        }
+        if taken:
+            audit_each(
+                "failed",
+                lambda n: (
+                    "an app of that name exists"
+                    if n in existing
+                    else "not started: another app of the same config exists"
+                ),
+            )
+            raise FieldErrors(taken)
+        problem = limit_problem(tenant, len(apps), len(configs))
         if problem is not None:
-            ctx.audit("app.create", "denied", app=name, detail=problem)
+            audit_each("denied", lambda _: problem)
             raise LimitReached(problem)
-        records = _audited_call(
-            ctx, "app.create", name, f"script {config['script']}", lambda: daemon.start([config])
-        )
-    return _done(records, name, "starting it")
+        scripts = {str(c["name"]): f"script {c['script']}{how}" for c in configs}
+        try:
+            records = daemon.start(configs)
+        except GatewayError as exc:
+            result, message = "denied" if isinstance(exc, LimitRefused) else "failed", exc.message
+            audit_each(result, lambda n: f"{scripts[n]}: {message}")
+            raise failure_of(exc) from None
+        audit_each("ok", lambda n: scripts[n])
+    return records
 
 
 # --- the config editor --------------------------------------------------------------------

@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="SQLAlchemy URL (default: SQLite in the home); postgresql://user:pw@host/db",
     )
+    common.add_argument(
+        "--helper-socket",
+        metavar="PATH",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="isolated mode: the socket of `corral helper`, which runs each tenant as its own "
+        "system user (default $CORRAL_PANEL_HELPER_SOCKET; unset: development mode)",
+    )
     sub = parser.add_subparsers(dest="action")
     serve = sub.add_parser("serve", parents=[common], help="serve the panel (the default)")
     for p in (parser, serve):
@@ -55,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         )
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--db", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--helper-socket", metavar="PATH", type=Path, help=argparse.SUPPRESS)
     admin = sub.add_parser("create-admin", parents=[common], help="add a server admin")
     admin.add_argument("username")
     admin.add_argument(
@@ -75,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
         "--dir",
         dest="tenant_home",
         metavar="PATH",
-        help="an existing directory (default: a new one under the panel's tenants folder)",
+        help="an existing directory (default: a new one under the panel's tenants folder; "
+        "never in isolated mode: the helper makes the home)",
     )
     tenant.add_argument("--app-limit", type=int, default=-1, help="-1 unlimited (default), 0 none")
     tenant.add_argument(
@@ -93,6 +103,7 @@ def _config(ns: argparse.Namespace) -> PanelConfig:
         cert_file=getattr(ns, "cert", None),
         key_file=getattr(ns, "key", None),
         public_origin=getattr(ns, "public_origin", None),
+        helper_socket=ns.helper_socket.absolute() if ns.helper_socket else None,
     )
 
 
@@ -102,6 +113,12 @@ def main(argv: list[str]) -> int:
     from corral.panel.server import ServeError
 
     config = _config(ns)
+    if config.isolated and os.geteuid() == 0:
+        sys.stderr.write(
+            "corral panel: in isolated mode (--helper-socket) the panel must not run as root: "
+            "run it as its own user (the helper alone runs as root)\n"
+        )
+        return 2
     try:
         if ns.action == "create-admin":
             return _create_admin(config, ns.username, ns.password_stdin)
@@ -185,7 +202,7 @@ def _set_password(config: PanelConfig, name: str, from_stdin: bool) -> int:
 
 def _add_tenant(config: PanelConfig, ns: argparse.Namespace) -> int:
     from corral.panel.db.engine import Database
-    from corral.panel.tenants_service import create_tenant
+    from corral.panel.tenants_service import TenantError, create_tenant
     from corral.panel.validation import FieldErrors
 
     database = Database.open(config.url)
@@ -197,18 +214,37 @@ def _add_tenant(config: PanelConfig, ns: argparse.Namespace) -> int:
                 if db.query(Tenant).filter_by(name=ns.name).first() is not None:
                     return 0
         ref = create_tenant(database, config, ns.name, ns.tenant_home or "", ns.app_limit)
-        _audit(database, "tenant.create", f"{ref.name!r} home {ref.home} (command line)", ref.name)
+        user = f", system user {ref.system_user}" if ref.system_user else ""
+        _audit(
+            database,
+            "tenant.create",
+            f"{ref.name!r} home {ref.home}{user} (command line)",
+            ref.name,
+        )
     except FieldErrors as exc:
         for field, message in exc.errors.items():
-            sys.stderr.write(f"corral panel: {field}: {message}\n")
+            shown = "--dir" if field == "home" else field
+            sys.stderr.write(f"corral panel: {shown}: {message}\n")
+        return 1
+    except TenantError as exc:
+        _audit(database, "tenant.create", f"{ns.name!r} (command line): {exc}", result="failed")
+        sys.stderr.write(f"corral panel: the tenant was not created: {exc}\n")
         return 1
     finally:
         database.close()
-    print(f"created tenant {ref.name!r} with home {ref.home}")
+    user = f" as the system user {ref.system_user}" if ref.system_user else ""
+    print(f"created tenant {ref.name!r} with home {ref.home}{user}")
     return 0
 
 
-def _audit(database: Database, action: str, detail: str, tenant: str | None = None) -> None:
+def _audit(
+    database: Database,
+    action: str,
+    detail: str,
+    tenant: str | None = None,
+    *,
+    result: str = "ok",
+) -> None:
     """Command-line admin actions are audited like the panel's (actor: the OS user)."""
     import pwd
 
@@ -219,7 +255,12 @@ def _audit(database: Database, action: str, detail: str, tenant: str | None = No
     except KeyError:
         who = str(os.getuid())
     AuditLog(database).record(
-        actor=f"cli:{who}", action=action, address="local", tenant=tenant, detail=detail
+        actor=f"cli:{who}",
+        action=action,
+        result=result,
+        address="local",
+        tenant=tenant,
+        detail=detail,
     )
 
 
@@ -252,6 +293,24 @@ def _serve(config: PanelConfig) -> int:
             "It is shown only this once: log in and change it (Account page).",
             flush=True,
         )
+    print(f"corral panel: {_mode_line(config)}", flush=True)
     print(f"corral panel: serving on {config.scheme}://{config.host}:{config.port}/", flush=True)
     serve(config, create_app(config, database=database))
     return 0
+
+
+def _mode_line(config: PanelConfig) -> str:
+    """How tenants are kept apart, in one line (a helper that does not answer yet is said,
+    not fatal: it may start after the panel)."""
+    if config.helper_socket is None:
+        return (
+            "development mode: every tenant runs under this user, tenants are NOT isolated "
+            "(--helper-socket for isolated mode)"
+        )
+    from corral.panel.helper_client import HelperClient, HelperError
+
+    try:
+        info = HelperClient(config.helper_socket, timeout=5.0).ping()
+    except HelperError as exc:
+        return f"isolated mode; warning: {exc.message}"
+    return f"isolated mode: corral helper {info['version']} at {config.helper_socket}"

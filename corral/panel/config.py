@@ -13,6 +13,7 @@ from pathlib import Path
 
 HOME_ENV = "CORRAL_PANEL_HOME"
 DATABASE_ENV = "CORRAL_PANEL_DATABASE"
+HELPER_SOCKET_ENV = "CORRAL_PANEL_HELPER_SOCKET"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 
@@ -42,9 +43,15 @@ class PanelConfig:
     max_body_bytes: int = 1024 * 1024
     tenants_root: Path | None = None
     """Where new tenants' homes are made in development mode; default <home>/tenants."""
-    isolated: bool = False
-    """True when tenants run under their own system users (the privileged helper)."""
+    helper_socket: Path | None = None
+    """The privileged helper's socket (`corral helper`): set, the panel runs in isolated
+    mode, each tenant a system user of its own; None: development mode."""
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def isolated(self) -> bool:
+        """True when tenants run under their own system users (the privileged helper)."""
+        return self.helper_socket is not None
 
     @property
     def tls(self) -> bool:
@@ -75,5 +82,7 @@ class PanelConfig:
         env = os.environ if environ is None else environ
         home = Path(env.get(HOME_ENV) or Path.home() / ".corral-panel").expanduser().absolute()
         values: dict[str, object] = {"home": home, "database_url": env.get(DATABASE_ENV, "")}
+        if env.get(HELPER_SOCKET_ENV):
+            values["helper_socket"] = Path(env[HELPER_SOCKET_ENV]).expanduser().absolute()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

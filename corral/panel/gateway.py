@@ -19,7 +19,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     import subprocess
     from types import TracebackType
 
+APP_LIMIT_ENV = "CORRAL_APP_LIMIT"
+PANEL_UID_ENV = "CORRAL_PANEL_UID"
 CALL_TIMEOUT = 120.0
 """How long a reply may take: a stop waits for the apps' kill_timeout, a reload for
 readiness."""
@@ -83,6 +85,11 @@ class Refused(GatewayError):
     running, a conflict."""
 
 
+class LimitRefused(Refused):
+    """The daemon refused to hold more apps than the tenant's app limit (its own check,
+    which holds even when two panels or the tenant's CLI race the panel's)."""
+
+
 _NOT_FOUND = frozenset({ErrorCode.UNKNOWN_TARGET, ErrorCode.NOT_FOUND})
 _REFUSED = frozenset(
     {
@@ -95,6 +102,8 @@ _REFUSED = frozenset(
 
 
 def _mapped(exc: ProtocolError) -> GatewayError:
+    if exc.code is ErrorCode.LIMIT_REACHED:
+        return LimitRefused(exc.message, exc.code)
     if exc.code in _NOT_FOUND:
         return NotFound(exc.message, exc.code)
     if exc.code in _REFUSED:
@@ -144,16 +153,26 @@ class DaemonStarter(Protocol):
         store binds it into every ciphertext, so it must be the same at every start)."""
 
 
+LimitOf = Callable[[str], int]
+"""A tenant's app limit by its name (-1 unlimited), read when its daemon starts."""
+
+
 class DevStarter:
     """Development mode: `python -m corral.core.daemon` under the panel's own uid, with
     CORRAL_HOME and CORRAL_TENANT set, spawned and awaited as the CLI does it.
+
+    The daemon also gets CORRAL_APP_LIMIT, the tenant's app limit from `limit_of` (which
+    the daemon enforces itself; -1, unlimited, without `limit_of`), and CORRAL_PANEL_UID,
+    this uid, so that the panel may change that limit (`set_app_limit`) without being
+    root. Both replace whatever the panel's own environment says.
 
     The daemons are children of the panel: `reap` collects those that exited (every
     `start` does it too).
     """
 
-    def __init__(self, timeout: float = START_TIMEOUT) -> None:
+    def __init__(self, timeout: float = START_TIMEOUT, limit_of: LimitOf | None = None) -> None:
         self.timeout = timeout
+        self.limit_of = limit_of
         self._lock = threading.Lock()
         self._home_locks: dict[Home, threading.Lock] = {}
         self._children: list[subprocess.Popen[bytes]] = []
@@ -171,8 +190,14 @@ class DevStarter:
                 home.ensure()
             except OSError as exc:
                 raise DaemonDown(f"cannot create {home.root}: {_reason(exc)}") from None
+            limit = -1 if self.limit_of is None else self.limit_of(tenant)
+            env = {
+                "CORRAL_TENANT": tenant,
+                APP_LIMIT_ENV: str(limit),
+                PANEL_UID_ENV: str(os.getuid()),
+            }
             try:
-                proc = spawn_daemon(home, {"CORRAL_TENANT": tenant})
+                proc = spawn_daemon(home, env)
                 with self._lock:
                     self._children.append(proc)
                 wait_for_daemon(home, proc, self.timeout).close()

@@ -18,6 +18,7 @@ from corral.panel.security.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from corral.panel.gateway import DaemonStarter, TenantDaemon
+    from corral.panel.helper_client import HelperClient
     from corral.panel.templating import Templates
 
 
@@ -29,10 +30,12 @@ class TenantRef:
     name: str
     home: Path
     app_limit: int
+    system_user: str | None = None
+    """The tenant's own system user (isolated mode); None in development mode."""
 
     @classmethod
     def of(cls, row: Tenant) -> TenantRef:
-        return cls(row.id, row.name, Path(row.home), row.app_limit)
+        return cls(row.id, row.name, Path(row.home), row.app_limit, row.system_user)
 
 
 class Panel:
@@ -49,8 +52,33 @@ class Panel:
         self.auth = Authenticator(database, config)
         self.audit = AuditLog(database)
         self.throttle = LoginThrottle()
-        self.starter = starter
+        self.helper: HelperClient | None = None
+        """The privileged helper, in isolated mode."""
+        if config.helper_socket is not None:
+            from corral.panel.helper_client import HelperClient
+
+            self.helper = HelperClient(config.helper_socket)
+        self.starter: DaemonStarter = starter if starter is not None else self._own_starter()
         self.cookie_name = cookie_name(config)
+
+    def _own_starter(self) -> DaemonStarter:
+        """How tenants' daemons start when the caller did not say: through the helper, as
+        each tenant's user (isolated mode), or under the panel's uid (development)."""
+        from corral.panel.gateway import DevStarter
+        from corral.panel.helper_client import HelperStarter
+
+        if self.helper is not None:
+            return HelperStarter(self.helper, self.app_limit_of)
+        return DevStarter(limit_of=self.app_limit_of)
+
+    def app_limit_of(self, name: str) -> int:
+        """The tenant's app limit now (what a daemon that starts gets)."""
+        from corral.panel.gateway import DaemonDown
+
+        tenant = self.find_tenant(name)
+        if tenant is None:
+            raise DaemonDown(f"no tenant named {name!r}: its daemon is not started")
+        return tenant.app_limit
 
     def find_tenant(self, name: str) -> TenantRef | None:
         with self.database.session() as db:

@@ -1,13 +1,24 @@
-"""Creating and removing tenants (SPEC 2.2), in development mode: every tenant's daemon
-runs under the panel's own uid, so a tenant is a name, a home directory and an app limit.
+"""Creating and removing tenants (SPEC 2.2), and changing their app limits.
 
-A new tenant's home is made under `config.tenants_dir` (mode 0750), or an admin names an
-existing directory. Homes never overlap each other or the panel's own folder: a tenant's
-apps may read anything under their home, and the panel's database must not be there.
+Development mode: every tenant's daemon runs under the panel's own uid, so a tenant is a
+name, a home directory and an app limit. A new tenant's home is made under
+`config.tenants_dir` (mode 0750), or an admin names an existing directory. Homes never
+overlap each other or the panel's own folder: a tenant's apps may read anything under
+their home, and the panel's database must not be there.
 
-Removing a tenant stops its daemon (and so its apps) through the gateway, deletes its row
-(grants and metric samples go with it, ON DELETE CASCADE) and keeps its files unless
-asked to delete them, which is only done for homes the panel made itself.
+Isolated mode (`config.helper_socket`): a tenant is a system user of its own. The
+privileged helper creates the user and its home (the admin never chooses the home) and
+removes them; the panel stores the home and user it was given. A helper failure is a
+`HelperFailed` with one line for the admin; nothing is half-made (a row that cannot be
+saved has its user removed again).
+
+Removing a tenant stops its daemon (and so its apps), deletes its row (grants and metric
+samples go with it, ON DELETE CASCADE) and keeps its files unless asked to delete them,
+which is only done for homes the panel (or its helper) made.
+
+A changed app limit is stored, then pushed to the tenant's daemon if it runs
+(`set_app_limit`), which enforces it too; a daemon that does not run gets it at its next
+start.
 """
 
 from __future__ import annotations
@@ -31,11 +42,12 @@ from corral.panel.gateway import (
     GatewayError,
     NoAutostart,
     TenantDaemon,
-    default_starter,
 )
+from corral.panel.helper_client import HelperClient, HelperError
 from corral.panel.services import TenantRef
 from corral.panel.validation import FieldError, FieldErrors, app_limit, tenant_name
 from corral.paths import Home
+from corral.protocol.wire import ErrorCode
 
 if TYPE_CHECKING:
     from corral.panel.config import PanelConfig
@@ -52,6 +64,22 @@ STATUS_WORKERS = 8
 
 class TenantError(Exception):
     """An action on a tenant could not be done; the message is for the admin."""
+
+
+class HelperFailed(TenantError):
+    """The privileged helper could not do its part (unreachable, or it refused)."""
+
+
+def helper_of(config: PanelConfig) -> HelperClient:
+    if config.helper_socket is None:
+        raise RuntimeError("the helper is only used in isolated mode")
+    return HelperClient(config.helper_socket)
+
+
+ISOLATED_HOME = (
+    "in isolated mode the helper makes each tenant's home (a new system user's, under its "
+    "tenants folder): leave the home empty"
+)
 
 
 # --- creating
@@ -127,11 +155,15 @@ def create_tenant(
     name: object,
     home: object = "",
     limit: object = -1,
+    *,
+    helper: HelperClient | None = None,
 ) -> TenantRef:
     """Validate and add a tenant (one transaction); FieldErrors names every bad field.
 
-    An empty `home` makes `<tenants_dir>/<name>`; the directory is removed again if the
-    row cannot be saved.
+    Development mode: an empty `home` makes `<tenants_dir>/<name>`; the directory is
+    removed again if the row cannot be saved. Isolated mode: `home` must be empty; the
+    helper (`helper`, default the config's) creates the system user and its home; a
+    helper failure raises HelperFailed (or FieldErrors for a name it refuses).
     """
     errors: dict[str, str] = {}
     clean_name = clean_limit = None
@@ -147,6 +179,8 @@ def create_tenant(
     home_text = home if isinstance(home, str) else ""
     if home is not None and not isinstance(home, str):
         errors["home"] = "must be a path (text)"
+    elif home_text.strip() and config.isolated:
+        errors["home"] = ISOLATED_HOME
     elif home_text.strip():
         try:
             given = check_home(home_text, config)
@@ -155,6 +189,8 @@ def create_tenant(
     if errors:
         raise FieldErrors(errors)
     assert clean_name is not None and clean_limit is not None
+    if config.isolated:
+        return _create_isolated(database, helper or helper_of(config), clean_name, clean_limit)
     made: Path | None = None
     try:
         with database.session() as db:
@@ -189,6 +225,45 @@ def create_tenant(
     return ref
 
 
+def _create_isolated(database: Database, helper: HelperClient, name: str, limit: int) -> TenantRef:
+    """The helper makes the user and home; the row stores them. A row that cannot be saved
+    (a concurrent create, a database error) has the user removed again."""
+    with database.session() as db:
+        if db.scalar(select(Tenant).where(Tenant.name == name)) is not None:
+            raise FieldErrors({"name": f"a tenant named {name!r} already exists"})
+        homes = [(row.name, row.home) for row in db.scalars(select(Tenant))]
+    try:
+        info = helper.create_tenant(name)
+    except HelperError as exc:
+        if exc.code in (ErrorCode.CONFLICT, ErrorCode.INVALID_ARGUMENT):
+            raise FieldErrors({"name": exc.message}) from None
+        raise HelperFailed(exc.message) from None
+    try:
+        home = Path(info["home"])
+        other = _overlap(homes, _real(home))
+        if other is not None:
+            raise HelperFailed(
+                f"the helper made the home {home}, which overlaps the home of tenant {other!r}"
+            )
+        with database.session() as db:
+            row = Tenant(
+                name=name,
+                home=str(home),
+                app_limit=limit,
+                system_user=info["user"],
+                created_at=time.time(),
+            )
+            db.add(row)
+            db.flush()
+            return TenantRef.of(row)
+    except BaseException as exc:
+        with contextlib.suppress(HelperError):
+            helper.remove_tenant(name, delete_home=True)  # just made, holds nothing yet
+        if isinstance(exc, IntegrityError):
+            raise FieldErrors({"name": f"a tenant named {name!r} already exists"}) from None
+        raise
+
+
 def set_app_limit(database: Database, tenant_id: int, limit: object) -> tuple[int, int]:
     """Change a tenant's app limit; (old, new). Apps over a lowered limit keep running:
     the limit applies to creating apps."""
@@ -202,6 +277,22 @@ def set_app_limit(database: Database, tenant_id: int, limit: object) -> tuple[in
             raise TenantError("no such tenant")
         old, row.app_limit = row.app_limit, new
     return old, new
+
+
+def push_app_limit(tenant: TenantRef, limit: int) -> str:
+    """Tell the tenant's running daemon its new app limit (it enforces the limit too);
+    what happened, in words. Raises TenantError when a running daemon did not take it
+    (the stored limit stands: the daemon gets it at its next start)."""
+    try:
+        quiet_daemon(tenant).call("set_app_limit", limit=limit)
+    except DaemonDown:
+        return "the daemon is not running: it gets the limit when it starts"
+    except GatewayError as exc:
+        raise TenantError(
+            f"the running daemon did not take the new limit ({exc.message}); "
+            "it gets it at its next start"
+        ) from None
+    return "the running daemon applies it now"
 
 
 # --- the daemon's state
@@ -279,14 +370,17 @@ def _wait_gone(tenant: TenantRef, timeout: float) -> bool:
 
 def _reap(panel: Panel) -> None:
     """A daemon the dev starter spawned is the panel's child: collect its exit status."""
-    reap = getattr(panel.starter or default_starter(), "reap", None)
+    reap = getattr(panel.starter, "reap", None)
     if callable(reap):
         reap()
 
 
-def panel_made(config: PanelConfig, home: Path) -> bool:
-    """Whether the panel made this home (so it may delete it): a folder of tenants_dir."""
-    return _real(home).parent == _real(config.tenants_dir)
+def panel_made(config: PanelConfig, tenant: TenantRef) -> bool:
+    """Whether the panel made this tenant's home (so it may delete it): the helper's, for
+    a tenant with its own system user; else a folder of tenants_dir."""
+    if tenant.system_user is not None:
+        return config.isolated
+    return _real(tenant.home).parent == _real(config.tenants_dir)
 
 
 def remove_tenant(panel: Panel, tenant_id: int, *, delete_files: bool = False) -> Removed:
@@ -294,14 +388,17 @@ def remove_tenant(panel: Panel, tenant_id: int, *, delete_files: bool = False) -
     (grants and samples cascade).
 
     If the daemon cannot be stopped, nothing is removed. Files are deleted only when
-    asked and only for a home the panel made under its tenants folder.
+    asked and only for a home the panel made under its tenants folder. A tenant with its
+    own system user is removed by the helper (isolated mode).
     """
     with panel.database.session() as db:
         row = db.get(Tenant, tenant_id)
         if row is None:
             raise TenantError("no such tenant")
         tenant = TenantRef.of(row)
-    if delete_files and not panel_made(panel.config, tenant.home):
+    if tenant.system_user is not None:
+        return _remove_isolated(panel, tenant, delete_files)
+    if delete_files and not panel_made(panel.config, tenant):
         raise TenantError(
             f"the home {tenant.home} was not made by the panel; it is not deleted from here "
             "(remove the tenant and keep its files, then delete them yourself)"
@@ -342,3 +439,32 @@ def remove_tenant(panel: Panel, tenant_id: int, *, delete_files: bool = False) -
             f"could not delete {tenant.home}: {exc.strerror or exc}",
         )
     return Removed(tenant.name, tenant.home, was_running, True)
+
+
+def _remove_isolated(panel: Panel, tenant: TenantRef, delete_files: bool) -> Removed:
+    """The helper stops the daemon, kills what is left of the tenant's processes, deletes
+    the home if asked, then the user; only then the row goes. A helper failure removes
+    nothing here (the admin can try again)."""
+    if not panel.config.isolated or panel.helper is None:
+        raise TenantError(
+            f"the tenant runs as the system user {tenant.system_user!r}: only a panel in "
+            "isolated mode (with the helper) can remove it"
+        )
+    was_running = daemon_state(tenant).up
+    note = ""
+    try:
+        result = panel.helper.remove_tenant(tenant.name, delete_home=delete_files)
+        home_deleted = result["home_deleted"]
+    except HelperError as exc:
+        if exc.code is not ErrorCode.NOT_FOUND:
+            raise HelperFailed(exc.message) from None
+        home_deleted = False  # removed before (a run that failed after the helper's part)
+        note = f"the helper no longer knew the tenant ({exc.message})"
+    with panel.database.session() as db:
+        row = db.get(Tenant, tenant.id)
+        if row is not None:
+            db.delete(row)
+    panel.auth.invalidate_all()  # grants went with it
+    if delete_files and not home_deleted and not note:
+        note = f"the helper kept {tenant.home}"
+    return Removed(tenant.name, tenant.home, was_running, home_deleted, note)

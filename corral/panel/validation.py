@@ -21,6 +21,7 @@ import yaml
 from corral.config import loader
 from corral.config.errors import ConfigError, short_repr
 from corral.config.model import NAME_RE, AppConfig
+from corral.config.procfile import procfile_apps
 from corral.config.schema import DISCARD, app_from_mapping, peek_name
 from corral.config.units import parse_duration, parse_signal, parse_size
 from corral.core.cron import validate as validate_cron
@@ -566,6 +567,9 @@ def _confine_app(app: AppConfig, home: Path) -> None:
 
 # --- Config texts (the config editor and uploads) ---
 
+TextFormat = Literal["yaml", "json", "toml", "procfile"]
+TEXT_FORMATS: tuple[TextFormat, ...] = ("yaml", "json", "toml", "procfile")
+
 
 def _yaml_lines(text: str) -> dict[tuple[int, str | None], int]:
     """Line numbers of each app (index, None) and of its keys (index, key), for YAML."""
@@ -588,11 +592,24 @@ def _yaml_lines(text: str) -> dict[tuple[int, str | None], int]:
     return lines
 
 
-def _raw_apps(text: str, fmt: Literal["yaml", "json", "toml"]) -> list[Any]:
+def _procfile_lines(text: str) -> dict[tuple[int, str | None], int]:
+    """The line of each app of a Procfile (one app per line that is not blank or #)."""
+    lines: dict[tuple[int, str | None], int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.strip().startswith("#"):
+            index = len(lines)
+            lines[(index, None)] = lineno
+    return lines
+
+
+def _raw_apps(text: str, fmt: TextFormat) -> list[Any]:
     source = "config"
     try:
-        if fmt not in ("yaml", "json", "toml"):
-            raise ConfigError(source, f"unknown format {fmt!r}: expected yaml, json or toml")
+        if fmt not in TEXT_FORMATS:
+            expected = ", ".join(TEXT_FORMATS)
+            raise ConfigError(source, f"unknown format {fmt!r}: expected one of {expected}")
+        if fmt == "procfile":
+            return list(procfile_apps(text, source=source))
         document = loader._PARSERS[fmt](text, source)
         if document is None or document == {}:
             raise ConfigError(source, "the config is empty: expected an 'apps' list")
@@ -648,19 +665,20 @@ def _config_app(raw: Any, index: int, home: Path) -> dict[str, Any]:
     return app.to_dict()
 
 
-def config_text_to_apps(
-    text: str, fmt: Literal["yaml", "json", "toml"], tenant_home: Path
-) -> list[dict[str, Any]]:
-    """The apps of a config text (YAML, JSON or TOML, as in a corral.yaml), validated as
-    `corral start` would, every path confined to `tenant_home`; relative paths are taken
-    from the home. Raises FieldErrors: `config` for the text as a whole, `apps[i].key`
-    for one app's key, each message with its line number when known."""
+def config_text_to_apps(text: str, fmt: TextFormat, tenant_home: Path) -> list[dict[str, Any]]:
+    """The apps of a config text (YAML, JSON or TOML, as in a corral.yaml, or a Procfile's
+    `name: command` lines), validated as `corral start` would, every path confined to
+    `tenant_home`; relative paths are taken from the home. Raises FieldErrors: `config`
+    for the text as a whole, `apps[i].key` for one app's key, each message with its line
+    number when known."""
     if len(text) > MAX_CONFIG_CHARS:
         raise FieldErrors({CONFIG_FIELD: f"at most {MAX_CONFIG_CHARS // 1024} KiB of config"})
     if "\x00" in text:
         raise FieldErrors({CONFIG_FIELD: "the config contains a NUL character"})
     raws = _raw_apps(text, fmt)
-    lines = _yaml_lines(text) if fmt == "yaml" else {}
+    lines = (
+        _yaml_lines(text) if fmt == "yaml" else _procfile_lines(text) if fmt == "procfile" else {}
+    )
     apps: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
     for index, raw in enumerate(raws):

@@ -415,7 +415,9 @@ def test_the_app_limit_can_be_changed_with_inline_errors(world: World) -> None:
     assert world.admin.get(api).json()["app_limit"] == 0
     entries = world.audit("tenant.limit")
     assert [e.result for e in entries] == ["failed", "ok", "ok", "failed", "failed"]
-    assert entries[1].detail == "app limit 4 (was -1)"
+    assert entries[1].detail == (
+        "app limit 4 (was -1); the daemon is not running: it gets the limit when it starts"
+    )
 
 
 def _start_sleeper(home: Path) -> tuple[Corral, int]:

@@ -119,6 +119,9 @@ NEEDS: dict[tuple[str, str], Need] = {
     ("GET", f"{T}/apps/new"): MANAGE,
     ("POST", f"{T}/apps/new"): MANAGE,
     ("POST", API): MANAGE,
+    ("GET", f"{T}/apps/import"): MANAGE,
+    ("POST", f"{T}/apps/import"): MANAGE,
+    ("POST", f"{API}/import"): MANAGE,
     ("POST", f"{TA}/delete"): MANAGE,
     ("POST", f"{APIA}/delete"): MANAGE,
     ("GET", f"{TA}/config"): MANAGE,
@@ -425,6 +428,21 @@ def _new_app(world: World, actor: Actor, case: Case) -> None:
     case.after = after
 
 
+def _new_import(world: World, actor: Actor, case: Case) -> None:
+    """A config upload of two new apps (as pasted text)."""
+    names = [world.fresh("imp"), world.fresh("imp")]
+    apps = "".join(f"  - name: {n}\n    script: app/server.py\n" for n in names)
+    case.body = {"text": f"apps:\n{apps}", "format": "yaml"}
+
+    def after(allowed: bool) -> None:
+        made = set(names) & world.app_names()
+        assert made == (set(names) if allowed else set()), f"apps imported: {made}"
+        for name in made:
+            world.corral_a.call("delete", target=name)
+
+    case.after = after
+
+
 def _doomed_app(world: World, actor: Actor, case: Case) -> None:
     name = world.fresh("doomed")
     start_app(world.corral_a, name)
@@ -547,6 +565,8 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     # apps
     ("POST", API): _new_app,
     ("POST", f"{T}/apps/new"): _new_app,
+    ("POST", f"{API}/import"): _new_import,
+    ("POST", f"{T}/apps/import"): _new_import,
     ("POST", f"{TA}/start"): _stopped_first,
     ("POST", f"{APIA}/start"): _stopped_first,
     **{(m, f"{base}/{verb}"): _running_first()
@@ -613,6 +633,7 @@ OK: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/api/v1/users"): (201,),
     ("POST", "/api/v1/admin/tenants"): (201,),
     ("POST", API): (201,),
+    ("POST", f"{API}/import"): (201,),
     ("POST", "/api/v1/account/tokens"): (201,),
     ("POST", "/account/tokens"): (200,),  # the new token is shown once, on the page
     ("POST", "/account/totp/setup"): (200,),

@@ -20,18 +20,22 @@ from sqlalchemy.orm import Session as DbSession
 from starlette.responses import JSONResponse, Response
 
 from corral.panel.db.models import Grant, Session, Tenant, User
+from corral.panel.helper_client import HelperClient, HelperError
 from corral.panel.openapi import QueryParam, describe
 from corral.panel.permissions import ADMIN, Right
 from corral.panel.routing import Ctx, HttpError, registry
 from corral.panel.security.passwords import generate_password, hash_password, password_problem
-from corral.panel.services import TenantRef
+from corral.panel.services import Panel, TenantRef
 from corral.panel.settings import SETTINGS, SettingError, get_setting, set_setting
 from corral.panel.tenants_service import (
+    STATUS_TIMEOUT,
+    HelperFailed,
     TenantError,
     create_tenant,
     daemon_state,
     daemon_states,
     panel_made,
+    push_app_limit,
     remove_tenant,
     set_app_limit,
 )
@@ -658,6 +662,9 @@ def _api(
     except FieldErrors as exc:
         ctx.audit(action, "failed", tenant=tenant, detail=str(exc))
         return _invalid(exc)
+    except HelperFailed as exc:
+        ctx.audit(action, "failed", tenant=tenant, detail=str(exc))
+        return JSONResponse({"error": str(exc)}, status_code=502)
     except (Refused, TenantError) as exc:
         ctx.audit(action, "failed", tenant=tenant, detail=str(exc))
         return _refused(str(exc))
@@ -858,6 +865,7 @@ class TenantView:
             "id": self.ref.id,
             "name": self.ref.name,
             "home": str(self.ref.home),
+            "system_user": self.ref.system_user,
             "app_limit": self.ref.app_limit,
             "created_at": self.created_at,
             "users": self.users,
@@ -891,7 +899,7 @@ def list_tenants(ctx: Ctx, *, only: int | None = None) -> list[TenantView]:
             states[ref.id].up,
             states[ref.id].apps,
             states[ref.id].message,
-            panel_made(config, ref.home),
+            panel_made(config, ref),
         )
         for ref, created in rows
     ]
@@ -905,6 +913,8 @@ def _tenant_view(ctx: Ctx, tenant_id: int) -> TenantView:
 
 
 def create_tenant_action(ctx: Ctx, data: Mapping[str, Any]) -> TenantRef:
+    """Add a tenant (through the helper in isolated mode). FieldErrors or HelperFailed;
+    the caller audits those."""
     limit = data.get("app_limit")
     ref = create_tenant(
         ctx.panel.database,
@@ -912,22 +922,36 @@ def create_tenant_action(ctx: Ctx, data: Mapping[str, Any]) -> TenantRef:
         data.get("name", ""),
         data.get("home", ""),
         -1 if limit is None or limit == "" else limit,
+        helper=ctx.panel.helper,
     )
+    user = f", system user {ref.system_user}" if ref.system_user else ""
     ctx.audit(
         "tenant.create",
         tenant=ref.name,
-        detail=f"home {ref.home}, app limit {ref.app_limit}",
+        detail=f"home {ref.home}{user}, app limit {ref.app_limit}",
     )
     return ref
 
 
-def set_limit_action(ctx: Ctx, tenant_id: int, data: Mapping[str, Any]) -> None:
+def set_limit_action(ctx: Ctx, tenant_id: int, data: Mapping[str, Any]) -> str:
+    """Store the new limit and push it to the running daemon. Returns "" or, when the
+    daemon did not take it, why (audited as failed; the stored limit stands)."""
     name = _tenant_name(ctx, tenant_id)
     try:
         old, new = set_app_limit(ctx.panel.database, tenant_id, data.get("app_limit", ""))
     except TenantError:
         raise HttpError(404, "no such tenant") from None
-    ctx.audit("tenant.limit", tenant=name, detail=f"app limit {new} (was {old})")
+    with ctx.panel.database.session() as db:
+        row = db.get(Tenant, tenant_id)
+        ref = TenantRef.of(row) if row is not None else None
+    try:
+        pushed = push_app_limit(ref, new) if ref is not None else "the tenant was removed"
+    except TenantError as exc:
+        ctx.audit("tenant.limit", tenant=name, detail=f"app limit {new} (was {old})")
+        ctx.audit("tenant.limit.push", "failed", tenant=name, detail=str(exc))
+        return f"The app limit was saved, but {exc}."
+    ctx.audit("tenant.limit", tenant=name, detail=f"app limit {new} (was {old}); {pushed}")
+    return ""
 
 
 def delete_tenant_action(ctx: Ctx, tenant_id: int, delete_files: bool) -> str:
@@ -983,6 +1007,33 @@ def tenant_grants_by_name(ctx: Ctx, tenant_id: int) -> dict[str, list[str]]:
 # --- tenant pages
 
 
+@dataclass(frozen=True)
+class PanelMode:
+    """What the tenants page says about how tenants are kept apart."""
+
+    isolated: bool
+    helper: str = ""
+    """Isolated mode: the helper's state, in words."""
+    helper_ok: bool = False
+    tenants_dir: str = ""
+    """Where the homes of new tenants go."""
+
+
+def panel_mode(panel: Panel) -> PanelMode:
+    if panel.helper is None:
+        return PanelMode(False, tenants_dir=str(panel.config.tenants_dir))
+    try:
+        info = HelperClient(panel.helper.path, timeout=STATUS_TIMEOUT).ping()
+    except HelperError as exc:
+        return PanelMode(True, exc.message)
+    return PanelMode(
+        True,
+        f"corral helper {info['version']} answers at {panel.helper.path}",
+        True,
+        info["tenants_dir"],
+    )
+
+
 def _tenants_page(
     ctx: Ctx,
     *,
@@ -999,6 +1050,7 @@ def _tenants_page(
         errors=errors or {},
         form=form or {},
         tenants_dir=ctx.panel.config.tenants_dir,
+        mode=panel_mode(ctx.panel),
         flash=flash or _flash(ctx),
         flash_kind=flash_kind,
     )
@@ -1054,6 +1106,11 @@ def tenants_create(ctx: Ctx) -> Response:
     except FieldErrors as exc:
         ctx.audit("tenant.create", "failed", detail=str(exc))
         return _tenants_page(ctx, status=422, errors=exc.errors, form=data)
+    except HelperFailed as exc:
+        ctx.audit("tenant.create", "failed", detail=str(exc))
+        return _tenants_page(
+            ctx, status=502, form=data, flash=f"The tenant was not created: {exc}", flash_kind="bad"
+        )
     return ctx.redirect(f"/admin/tenants/{ref.id}?done=tenant-created")
 
 
@@ -1069,10 +1126,12 @@ def tenant_limit(ctx: Ctx) -> Response:
     tenant_id = _tenant_id(ctx)
     data = ctx.data()
     try:
-        set_limit_action(ctx, tenant_id, data)
+        problem = set_limit_action(ctx, tenant_id, data)
     except FieldErrors as exc:
         ctx.audit("tenant.limit", "failed", tenant=_tenant_name(ctx, tenant_id), detail=str(exc))
         return _tenant_page(ctx, tenant_id, status=422, errors=exc.errors, form=data)
+    if problem:
+        return _tenant_page(ctx, tenant_id, flash=problem, flash_kind="bad")
     return ctx.redirect(f"/admin/tenants/{tenant_id}?done=tenant-limit")
 
 
@@ -1100,7 +1159,8 @@ def tenant_delete(ctx: Ctx) -> Response:
     except FieldError as exc:
         return _tenant_page(ctx, tenant_id, status=422, errors={exc.field: exc.message})
     except TenantError as exc:
-        return _tenant_page(ctx, tenant_id, status=409, flash=str(exc), flash_kind="bad")
+        status = 502 if isinstance(exc, HelperFailed) else 409
+        return _tenant_page(ctx, tenant_id, status=status, flash=str(exc), flash_kind="bad")
     if note:
         return _tenants_page(ctx, flash=f"The tenant was removed, but {note}.", flash_kind="bad")
     return ctx.redirect("/admin/tenants?done=tenant-deleted")
@@ -1120,6 +1180,21 @@ _TENANT_SCHEMA: dict[str, Any] = {
         "daemon": {"type": "string", "enum": ["up", "down"]},
         "apps": {"type": ["integer", "null"], "description": "null: the daemon did not say."},
         "daemon_message": {"type": "string"},
+        "system_user": {
+            "type": ["string", "null"],
+            "description": "The tenant's own system user (isolated mode); null in dev mode.",
+        },
+    },
+}
+_TENANT_UPDATED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **_TENANT_SCHEMA["properties"],
+        "warning": {
+            "type": "string",
+            "description": "Only when the new limit was saved but the running daemon did not "
+            "take it (it gets it at its next start).",
+        },
     },
 }
 
@@ -1148,7 +1223,8 @@ def api_admin_tenants(ctx: Ctx) -> Response:
             "home": {
                 "type": "string",
                 "description": "An existing absolute directory; omitted: one is made "
-                "under the panel's tenants folder.",
+                "under the panel's tenants folder. Refused in isolated mode: the helper "
+                "makes the home of the tenant's new system user.",
             },
             "app_limit": {"type": "integer", "description": "-1 unlimited (default), 0 none."},
         },
@@ -1180,7 +1256,7 @@ def api_admin_tenant(ctx: Ctx) -> Response:
 )
 @describe(
     body={"type": "object", "properties": {"app_limit": {"type": "integer"}}},
-    response=_TENANT_SCHEMA,
+    response=_TENANT_UPDATED,
 )
 def api_admin_tenant_update(ctx: Ctx) -> Response:
     """Change a tenant's app limit (-1 unlimited, 0 none)."""
@@ -1193,9 +1269,11 @@ def api_admin_tenant_update(ctx: Ctx) -> Response:
         unknown.pop("app_limit", None)
         if unknown:
             raise FieldErrors(unknown)
-        if "app_limit" in data:
-            set_limit_action(ctx, tenant_id, data)
-        return JSONResponse(_tenant_view(ctx, tenant_id).json())
+        problem = set_limit_action(ctx, tenant_id, data) if "app_limit" in data else ""
+        body = _tenant_view(ctx, tenant_id).json()
+        if problem:
+            body["warning"] = problem
+        return JSONResponse(body)
 
     return _api(ctx, "tenant.limit", run, tenant=name)
 
@@ -1225,6 +1303,8 @@ def api_admin_tenant_delete(ctx: Ctx) -> Response:
     name = _tenant_name(ctx, tenant_id)
     try:
         note = delete_tenant_action(ctx, tenant_id, delete_files)
+    except HelperFailed as exc:
+        return JSONResponse({"error": str(exc)}, status_code=502)
     except TenantError as exc:
         return _refused(str(exc))
     return JSONResponse({"deleted": name, "note": note})

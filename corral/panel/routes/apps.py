@@ -8,8 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, Response
 
+from corral.config.loader import FORMATS as CONFIG_SUFFIXES
+from corral.config.procfile import is_procfile_name
 from corral.panel import apps_service as svc
 from corral.panel.apps_service import ActionFailed, LimitReached, Verb
 from corral.panel.gateway import DaemonDown, GatewayError
@@ -18,7 +21,7 @@ from corral.panel.permissions import Need, Right, tenant
 from corral.panel.routes.tenants import render_with_flash, set_flash
 from corral.panel.routing import Ctx, HttpError, registry
 from corral.panel.services import TenantRef
-from corral.panel.validation import FieldErrors
+from corral.panel.validation import MAX_CONFIG_CHARS, FieldErrors
 
 _PAST = {
     "start": "Started",
@@ -241,6 +244,147 @@ def new_app(ctx: Ctx) -> Response:
         return _new_form(ctx, exc.status, form=form, error=exc.message)
     response = ctx.redirect(f"{_home(ctx)}/apps/{app.name}")
     return set_flash(ctx, response, f"Created {app.name}: {app.label}.")
+
+
+# --- importing apps from a config text ------------------------------------------------------
+
+IMPORT_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {
+        "text": {
+            "type": "string",
+            "description": "A config with one or more apps: a corral.yaml (its `apps` "
+            "list), the same as JSON or TOML, or a Procfile's `name: command` lines.",
+        },
+        "format": {"enum": list(svc.IMPORT_FORMATS), "default": "yaml"},
+    },
+}
+IMPORT_RESULT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "created": {"type": "array", "items": _TEXT, "description": "The apps started."},
+        "apps": {"type": "array", "items": RESULT_SCHEMA},
+    },
+}
+_AUTO = "auto"
+"""The page's format choice "from the file's name" (YAML for pasted text)."""
+
+
+def _format_of(filename: str) -> str | None:
+    name = filename.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
+    if is_procfile_name(name):
+        return "procfile"
+    return CONFIG_SUFFIXES.get("." + name.rsplit(".", 1)[-1].lower()) if "." in name else None
+
+
+def _uploaded(ctx: Ctx) -> tuple[str, str, dict[str, Any]]:
+    """(config text, format, what the form showed) from the import form: the text pasted
+    or the file chosen (never both). FieldErrors next to the field when neither works."""
+    data = ctx.data()
+    text, fmt = str(data.get("text", "")), str(data.get("format", _AUTO))
+    keep: dict[str, Any] = {"text": text, "fmt": fmt}
+    upload = ctx.form.get("file") if ctx.form is not None else None
+    chosen = isinstance(upload, UploadFile) and bool(upload.filename)
+    if chosen and text.strip():
+        raise FieldErrors({"file": "choose a file or paste a config, not both"})
+    if chosen:
+        assert isinstance(upload, UploadFile)
+        filename = str(upload.filename)
+        keep["filename"] = filename
+        try:
+            text = upload.file.read(MAX_CONFIG_CHARS * 4 + 1).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FieldErrors(
+                {"file": f"{filename} is not UTF-8 text (byte {exc.start})"}
+            ) from None
+        if fmt == _AUTO:
+            found = _format_of(filename)
+            if found is None:
+                raise FieldErrors(
+                    {"format": f"cannot tell the format of {filename!r} from its name: choose it"}
+                )
+            fmt = found
+    elif not text.strip():
+        raise FieldErrors({"text": "paste a config here, or choose a file"})
+    return text, "yaml" if fmt == _AUTO else fmt, keep
+
+
+def _import_form(ctx: Ctx, status: int = 200, **context: Any) -> Response:
+    ref = _tenant(ctx)
+    count, error = 0, ""
+    try:
+        count = len(svc.list_apps(ctx.panel, ref))
+    except DaemonDown:
+        pass  # not started yet (a page view never starts it): the import will
+    except GatewayError as exc:
+        error = exc.message
+    errors: dict[str, str] = context.pop("errors", {})
+    context.setdefault("flash", error)
+    context.setdefault("flash_kind", "bad")
+    return ctx.render(
+        "app_import.html",
+        status=status,
+        count=count,
+        limit=ref.app_limit,
+        formats=svc.IMPORT_FORMATS,
+        errors=errors,
+        problems=[
+            svc.ConfigProblem("" if key == "config" else key, message)
+            for key, message in errors.items()
+            if key.startswith("apps[") or key == "config"
+        ],
+        **{"text": "", "fmt": _AUTO, **context},
+    )
+
+
+@registry.page("/t/{tenant}/apps/import", need=tenant(Right.MANAGE))
+def import_apps_page(ctx: Ctx) -> Response:
+    """The form to create apps from a config file (corral.yaml, JSON, TOML, Procfile)."""
+    return _import_form(ctx)
+
+
+@registry.page("/t/{tenant}/apps/import", need=tenant(Right.MANAGE), methods=("POST",))
+def import_apps(ctx: Ctx) -> Response:
+    """Create and start every app of the uploaded config, all or none."""
+    keep: dict[str, Any] = {"text": str(ctx.data().get("text", "")), "fmt": _AUTO}
+    try:
+        text, fmt, keep = _uploaded(ctx)
+    except FieldErrors as exc:
+        ctx.audit("app.create", "failed", detail=f"import: {exc}")
+        return _import_form(ctx, 422, errors=exc.errors, **keep)
+    try:
+        done = svc.import_apps(ctx, text, fmt)
+    except FieldErrors as exc:
+        return _import_form(ctx, 422, errors=exc.errors, **keep)
+    except ActionFailed as exc:
+        return _import_form(ctx, exc.status, flash=exc.message, **keep)
+    names = [d.app.name for d in done]
+    many = "app" if len(names) == 1 else f"{len(names)} apps"
+    return set_flash(
+        ctx, ctx.redirect(_home(ctx)), f"Imported and started {many}: {', '.join(names)}."
+    )
+
+
+@registry.api("/api/v1/tenants/{tenant}/apps/import", need=tenant(Right.MANAGE), methods=("POST",))
+@describe(body=IMPORT_BODY, response=IMPORT_RESULT)
+def api_import_apps(ctx: Ctx) -> Response:
+    """Create and start every app of a config text, all or none (confined paths; the app
+    limit counts them all; names that exist are refused)."""
+    data = ctx.data()
+    text, fmt = data.get("text"), data.get("format", "yaml")
+    if not isinstance(text, str):
+        return _json_error(FieldErrors({"text": "required: the config text"}))
+    if not isinstance(fmt, str):
+        return _json_error(
+            FieldErrors({"format": "expected text: " + ", ".join(svc.IMPORT_FORMATS)})
+        )
+    try:
+        done = svc.import_apps(ctx, text, fmt)
+    except (ActionFailed, FieldErrors) as exc:
+        return _json_error(exc)
+    body = {"created": [d.app.name for d in done], "apps": [d.to_json() for d in done]}
+    return JSONResponse(body, status_code=201)
 
 
 # --- one app: overview and describe --------------------------------------------------------
