@@ -70,12 +70,20 @@ def _run(argv: list[str]) -> None:
 
 
 def add_user(tools: Tools, name: str, home: Path) -> pwd.struct_passwd:
-    """Create the user `name` with its own group `name`; its home is made by `homes`."""
+    """Create the user `name` with its own group `name`; its home is made by `homes`.
+
+    A regular account (uid from UID_MIN up), not --system: tenants are customers, the
+    system range is small, and a package that later runs `adduser --system NAME` must
+    fail rather than adopt a tenant's account. No subordinate uids or gids (they would
+    let the tenant map id ranges in user namespaces)."""
     _run(
         [
             tools.useradd,
-            "--system",
             "--user-group",
+            "-K",
+            "SUB_UID_COUNT=0",
+            "-K",
+            "SUB_GID_COUNT=0",
             "--shell",
             SHELL,
             "--comment",

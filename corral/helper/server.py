@@ -38,6 +38,7 @@ log = logging.getLogger("corral.helper")
 MAX_CONNECTIONS = 32
 IDLE_TIMEOUT = 600.0
 """A connection silent this long (or stuck in the middle of a line) is closed."""
+_DRAIN_READS = 64
 _AUDIT_TEXT = 64
 """How much of a peer's verb or tenant name goes into the audit log."""
 
@@ -174,6 +175,8 @@ class HelperServer:
                 self._conversation(sock, pid, uid)
             except (OSError, ValueError):
                 pass  # the peer went away or stalled
+            except Exception:
+                log.exception("connection from uid %d pid %d ended by an error", uid, pid)
             finally:
                 self._slots.release()
 
@@ -187,15 +190,7 @@ class HelperServer:
             detail=f"connection refused: {msg}",
         )
         log.warning("refused a connection from uid %d pid %d: %s", uid, pid, msg)
-        with contextlib.suppress(OSError):
-            sock.settimeout(0.2)
-            sock.sendall(encode_message(error_reply(None, ProtocolError(code, msg))))
-            sock.shutdown(socket.SHUT_WR)
-            # Swallow what the peer already sent, so that closing does not reset the
-            # connection before it has read the refusal.
-            for _ in range(16):
-                if not sock.recv(MAX_MESSAGE_BYTES):
-                    break
+        _last_word(sock, ProtocolError(code, msg))
 
     def _conversation(self, sock: socket.socket, pid: int, uid: int) -> None:
         sock.settimeout(IDLE_TIMEOUT)
@@ -210,7 +205,7 @@ class HelperServer:
                         f"message over {MAX_MESSAGE_BYTES} bytes; connection closed",
                     )
                     self._audit_error(uid, pid, None, None, error)
-                    sock.sendall(encode_message(error_reply(None, error)))
+                    _last_word(sock, error)
                     return  # the stream is out of frame now
                 if not line.strip():
                     continue
@@ -226,10 +221,12 @@ class HelperServer:
     def _serving(self) -> Iterator[bool]:
         """Counts a request in progress; yields False once the helper is stopping."""
         with self._idle:
-            if self._closing:
-                yield False
-                return
-            self._busy += 1
+            accepted = not self._closing
+            if accepted:
+                self._busy += 1
+        if not accepted:
+            yield False
+            return
         try:
             yield True
         finally:
@@ -270,6 +267,19 @@ class HelperServer:
             result="failed" if error.code is ErrorCode.INTERNAL else "refused",
             detail=f"{error.code}: {error.message}",
         )
+
+
+def _last_word(sock: socket.socket, error: ProtocolError) -> None:
+    """Send `error` before closing. What the peer already sent is swallowed first (a little
+    of it, briefly), so that closing does not reset the connection before it has read the
+    reply."""
+    with contextlib.suppress(OSError):
+        sock.settimeout(0.2)
+        sock.sendall(encode_message(error_reply(None, error)))
+        sock.shutdown(socket.SHUT_WR)
+        for _ in range(_DRAIN_READS):
+            if not sock.recv(65536):
+                break
 
 
 def _audit_fields(message: dict[str, Any]) -> tuple[Any, str | None, str | None]:

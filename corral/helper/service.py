@@ -14,7 +14,7 @@ import pwd
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, assert_never
 
 from corral import __version__
 from corral.helper import accounts, homes, procs
@@ -62,9 +62,11 @@ class Helper:
         if verb is HelperVerb.STOP_DAEMON:
             stopped = self.stop_daemon(name)
             return stopped, "daemon stopped" if stopped["stopped"] else "no daemon was running"
-        removed = self.remove_tenant(name, args["delete_home"])
-        kept = "home deleted" if removed["home_deleted"] else "home kept (root's, 0700)"
-        return removed, f"tenant removed, {kept}"
+        if verb is HelperVerb.REMOVE_TENANT:
+            removed = self.remove_tenant(name, args["delete_home"])
+            kept = "home deleted" if removed["home_deleted"] else "home kept (root's, 0700)"
+            return removed, f"tenant removed, {kept}"
+        assert_never(verb)
 
     @contextlib.contextmanager
     def _tenant_lock(self, name: str) -> Iterator[None]:
