@@ -59,6 +59,22 @@ def _field(result: Any, key: str, kind: type, verb: str) -> Any:
     return value
 
 
+def _result(reply: dict[str, Any], request_id: int) -> Any:
+    """The result of `reply`, or its error as a ProtocolError. A refused connection is
+    answered before any request is read (its id is null): its error counts too."""
+    if reply.get("ok") is not True:
+        raw = reply.get("error")
+        error: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        try:
+            code = ErrorCode(str(error.get("code")))
+        except ValueError:
+            code = ErrorCode.INTERNAL
+        raise ProtocolError(code, str(error.get("message", "unknown error")))
+    if reply.get("id") != request_id:
+        raise ProtocolError(ErrorCode.INTERNAL, "the reply does not match the request")
+    return reply.get("result")
+
+
 class HelperClient:
     """The helper at `path`. Each method sends one request on a fresh connection."""
 
@@ -85,7 +101,8 @@ class HelperClient:
         with ControlClient(sock) as client:
             client.set_timeout(timeout)
             try:
-                return client.call(verb, **args)
+                request_id = client.send(verb, **args)
+                return _result(client.read(), request_id)
             except ProtocolError as exc:
                 raise HelperError(f"the helper refused {verb}: {exc.message}", exc.code) from None
             except TimeoutError:

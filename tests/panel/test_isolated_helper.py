@@ -1,0 +1,275 @@
+"""The panel in isolated mode against a real `corral helper` (issue 9), as root only.
+
+A real helper runs as root for a real panel user (a temporary system user); the panel
+itself runs as that user, in child processes (the world-readable Python of
+tests/support/otheruid.py): the helper refuses every other uid, root included. Through
+the panel's own API the test creates a tenant (a real system user made by the helper),
+imports apps into it (its daemon started by the helper, as the tenant), lowers its app
+limit (pushed to the running daemon by the panel's uid), and removes it (user, home and
+processes gone). Every user a test creates is removed at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from corral.panel.helper_client import HelperClient, HelperError
+from corral.protocol.client import ControlClient
+from corral.protocol.wire import ErrorCode
+from tests.conftest import read_text, wait_for
+from tests.support.otheruid import (
+    can_switch_users,
+    remove_user,
+    temp_user,
+    world_dir,
+    world_python,
+)
+
+SLEEPER = "import time\nwhile True:\n    time.sleep(1)\n"
+
+DRIVER = r"""
+import json, sys
+from pathlib import Path
+from sqlalchemy import select
+from corral.panel.db.models import User
+from tests.support.panel import ORIGIN, client_with, make_app, open_session, quick_user
+
+home, sock = Path(sys.argv[1]), Path(sys.argv[2])
+app, panel = make_app(home, helper_socket=sock, allowed_hosts=("testserver",))
+with panel.database.session() as db:
+    admin = db.scalar(select(User.id).where(User.username == "boss"))
+if admin is None:
+    admin = quick_user(panel, "boss", admin=True)
+cookie = open_session(panel, admin)
+out = []
+with client_with(app, cookie) as http:
+    for step in json.load(sys.stdin):
+        headers = {"Origin": ORIGIN, "X-CSRF-Token": cookie.csrf}
+        response = http.request(
+            step["method"], step["path"], json=step.get("json"), headers=headers
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        out.append({"status": response.status_code, "body": body})
+panel.database.close()
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class Isolated:
+    """A running helper, its panel user, and the panel's home (owned by that user)."""
+
+    panel: pwd.struct_passwd
+    helper: subprocess.Popen[bytes]
+    socket: Path
+    tenants_dir: Path
+    panel_home: Path
+    log: Path
+    names: list[str] = field(default_factory=list)
+
+    def name(self) -> str:
+        """A fresh tenant name; its user is removed at the end whatever happens."""
+        name = f"ct{secrets.token_hex(3)}"
+        self.names.append(name)
+        return name
+
+    def as_panel(self, args: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run the world Python with `args` as the panel's user (no other groups)."""
+        return subprocess.run(
+            [str(world_python()), *args],
+            user=self.panel.pw_uid,
+            group=self.panel.pw_gid,
+            extra_groups=[],
+            cwd="/",
+            env={
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "LANG": "C.UTF-8",
+                "HOME": str(self.panel_home),
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    def requests(self, *steps: dict[str, Any]) -> list[dict[str, Any]]:
+        """Send API requests as an admin of the panel, run by the panel's user."""
+        result = self.as_panel(
+            ["-c", DRIVER, str(self.panel_home), str(self.socket)], json.dumps(list(steps))
+        )
+        assert result.returncode == 0, result.stderr + read_text(self.log)
+        answers: list[dict[str, Any]] = json.loads(result.stdout)
+        return answers
+
+    def request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        return self.requests({"method": method, "path": path, "json": body})[0]
+
+
+@pytest.fixture
+def iso() -> Iterator[Isolated]:
+    why = can_switch_users()
+    if why is not None:
+        pytest.skip(why)
+    base = world_dir("ctiso")
+    try:
+        with temp_user("ctp") as panel_user:
+            panel_home = base / "panel"
+            panel_home.mkdir(mode=0o700)
+            os.chown(panel_home, panel_user.pw_uid, panel_user.pw_gid)
+            log = base / "helper.log"
+            command = [sys.executable, "-m", "corral", "helper", "--panel-user"]
+            command += [panel_user.pw_name, "--socket", str(base / "h.sock")]
+            command += ["--tenants-dir", str(base / "t"), "--state-dir", str(base / "state")]
+            command += ["--python", str(world_python())]
+            with log.open("wb") as out:
+                helper = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            iso = Isolated(panel_user, helper, base / "h.sock", base / "t", panel_home, log)
+            try:
+
+                def listening() -> bool:
+                    assert helper.poll() is None, read_text(log)
+                    return "listening on" in read_text(log)
+
+                wait_for(listening, timeout=60)
+                yield iso
+            finally:
+                for name in iso.names:
+                    remove_user(name)  # its processes killed, user and home removed
+                    subprocess.run(["groupdel", name], capture_output=True)
+                if helper.poll() is None:
+                    helper.send_signal(signal.SIGTERM)
+                    try:
+                        helper.wait(60)
+                    except subprocess.TimeoutExpired:
+                        helper.kill()
+                        helper.wait()
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+
+
+def daemon_ping(home: Path) -> dict[str, Any]:
+    """The tenant's daemon, asked by root (which it admits)."""
+    with ControlClient.connect(home / ".corral" / "corral.sock", timeout=30) as client:
+        result: dict[str, Any] = client.call("ping")
+        return result
+
+
+def test_root_is_refused_by_the_helper(iso: Isolated) -> None:
+    """The helper serves the panel's uid only: the panel must run as its own user."""
+    with pytest.raises(HelperError) as refused:
+        HelperClient(iso.socket).ping()
+    assert refused.value.code is ErrorCode.PERMISSION_DENIED
+    assert f"uid {iso.panel.pw_uid}" in refused.value.message
+
+
+def test_a_tenant_lives_and_dies_through_the_panel_and_the_helper(iso: Isolated) -> None:
+    name = iso.name()
+    page, made, with_home, taken = iso.requests(
+        {"method": "GET", "path": "/admin/tenants"},
+        {"method": "POST", "path": "/api/v1/admin/tenants", "json": {"name": name, "app_limit": 2}},
+        {"method": "POST", "path": "/api/v1/admin/tenants", "json": {"name": "x", "home": "/srv"}},
+        {"method": "POST", "path": "/api/v1/admin/tenants", "json": {"name": iso.panel.pw_name}},
+    )
+    assert "Isolated mode" in page["body"] and "Development mode" not in page["body"]
+    assert f"answers at {iso.socket}" in page["body"]
+    assert made["status"] == 201, made
+    tenant = made["body"]
+    home = iso.tenants_dir / name
+    assert (tenant["system_user"], tenant["home"], tenant["app_limit"]) == (name, str(home), 2)
+    assert with_home["status"] == 422 and set(with_home["body"]["errors"]) == {"home"}
+    # an existing system user (here: the panel's own) is never made a tenant
+    assert taken["status"] == 422, taken
+    assert "the helper refused create_tenant" in taken["body"]["errors"]["name"]
+
+    user = pwd.getpwnam(name)
+    st = home.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (user.pw_uid, iso.panel.pw_gid, 0o750)
+    script = home / "server.py"
+    script.write_text(SLEEPER)
+    os.chown(script, user.pw_uid, user.pw_gid)
+    script.chmod(0o640)
+
+    two = "apps:\n  - name: web\n    script: server.py\n  - name: worker\n    script: server.py\n"
+    imported, over, listed = iso.requests(
+        {"method": "POST", "path": f"/api/v1/tenants/{name}/apps/import", "json": {"text": two}},
+        {
+            "method": "POST",
+            "path": f"/api/v1/tenants/{name}/apps",
+            "json": {"name": "third", "script": "server.py"},
+        },
+        {"method": "GET", "path": f"/api/v1/tenants/{name}/apps"},
+    )
+    assert imported["status"] == 201, imported
+    assert over["status"] == 409 and "2 of 2" in over["body"]["error"]
+    pids = [m["pid"] for app in listed["body"]["apps"] for m in app["members"]]
+    assert len(pids) == 2 and all(pids)
+    apps = [psutil.Process(pid) for pid in pids]
+    assert {p.uids().real for p in apps} == {user.pw_uid}  # the tenant's apps, its uid
+    ping = daemon_ping(home)
+    daemon = psutil.Process(ping["pid"])
+    assert daemon.uids().real == user.pw_uid and ping["app_limit"] == 2
+    environ = daemon.environ()
+    assert environ["CORRAL_APP_LIMIT"] == "2"
+    assert environ["CORRAL_PANEL_UID"] == str(iso.panel.pw_uid)
+
+    lowered = iso.request("PATCH", f"/api/v1/admin/tenants/{tenant['id']}", {"app_limit": 1})
+    assert lowered["status"] == 200 and "warning" not in lowered["body"], lowered
+    assert daemon_ping(home)["app_limit"] == 1  # pushed by the panel's uid
+
+    removed = iso.request("DELETE", f"/api/v1/admin/tenants/{tenant['id']}?delete_files=true")
+    assert removed["status"] == 200, removed
+    assert removed["body"] == {"deleted": name, "note": ""}
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
+    assert not home.exists()
+    wait_for(lambda: not any(p.is_running() for p in (daemon, *apps)))
+    listing = iso.request("GET", "/api/v1/admin/tenants")
+    assert listing["body"]["tenants"] == []
+
+
+def test_the_command_line_adds_tenants_through_the_helper(iso: Isolated) -> None:
+    name = iso.name()
+    base = ["-m", "corral", "panel", "--home", str(iso.panel_home)]
+    base += ["--helper-socket", str(iso.socket)]
+    refused = iso.as_panel([*base, "add-tenant", name, "--dir", "/tmp"])
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("corral panel: --dir: in isolated mode the helper makes")
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
+
+    added = iso.as_panel([*base, "add-tenant", name, "--app-limit", "3"])
+    assert added.returncode == 0, added.stderr
+    home = iso.tenants_dir / name
+    assert added.stdout.strip() == (
+        f"created tenant {name!r} with home {home} as the system user {name}"
+    )
+    assert pwd.getpwnam(name).pw_dir == str(home)
+    again = iso.as_panel([*base, "add-tenant", name, "--exist-ok"])
+    assert again.returncode == 0
+
+    [listing] = iso.requests({"method": "GET", "path": "/api/v1/admin/tenants"})
+    [tenant] = listing["body"]["tenants"]
+    assert (tenant["name"], tenant["system_user"], tenant["app_limit"]) == (name, name, 3)
+    kept = iso.request("DELETE", f"/api/v1/admin/tenants/{tenant['id']}")
+    assert kept["status"] == 200 and kept["body"]["note"] == ""
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
+    assert home.is_dir()  # the files were kept, as asked
