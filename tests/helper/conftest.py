@@ -242,6 +242,7 @@ class HelperFactory:
         state_dir: Path | None = None,
         tenants_dir: Path | None = None,
         sock: Path | None = None,
+        extra: tuple[str, ...] = (),
     ) -> HelperProcess:
         """A new helper (fresh folders unless given), once it listens."""
         sock = sock or self.dir() / "h.sock"
@@ -251,7 +252,7 @@ class HelperFactory:
         python = world_python()
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                helper_command(self.panel.pw_name, sock, tenants_dir, state_dir, python),
+                helper_command(self.panel.pw_name, sock, tenants_dir, state_dir, python, *extra),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,

@@ -12,13 +12,14 @@ import socket
 import stat
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from corral.config.model import AppConfig
 from corral.protocol.client import ControlClient
-from corral.protocol.wire import ErrorCode
+from corral.protocol.wire import ErrorCode, ProtocolError
 from tests.conftest import wait_for
 
 from .conftest import (
@@ -453,3 +454,43 @@ def test_a_restarted_helper_knows_its_tenants_and_stops_a_daemon_it_did_not_star
         second.call("remove_tenant", tenant=name, delete_home=True)
     finally:
         os.close(daemon_fd)
+
+
+def test_python_path_reaches_the_daemon_and_nothing_else_is_added(
+    helpers: HelperFactory, new_name: Callable[[], str]
+) -> None:
+    first, second = helpers.dir(), helpers.dir()
+    helper = helpers.start(extra=("--python-path", str(first), "--python-path", str(second)))
+    name = new_name()
+    helper.call("create_tenant", tenant=name)
+    pid = helper.call("start_daemon", tenant=name, app_limit=0)["pid"]
+    raw_env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")[:-1]
+    env = dict(item.decode().split("=", 1) for item in raw_env)
+    assert env == {**daemon_env(helper, name, 0), "PYTHONPATH": f"{first}:{second}"}
+
+
+def test_concurrent_requests_for_one_tenant_run_one_at_a_time(
+    helper: HelperProcess, new_name: Callable[[], str]
+) -> None:
+    name = new_name()
+    with ThreadPoolExecutor(4) as pool:
+        creates = list(pool.map(lambda _: _outcome(helper, "create_tenant", tenant=name), range(4)))
+    assert creates.count(ErrorCode.CONFLICT) == 3
+    assert [c["uid"] for c in creates if isinstance(c, dict)] == [pwd.getpwnam(name).pw_uid]
+    with ThreadPoolExecutor(4) as pool:
+        starts = list(
+            pool.map(
+                lambda _: _outcome(helper, "start_daemon", tenant=name, app_limit=-1), range(4)
+            )
+        )
+    assert all(isinstance(s, dict) for s in starts), starts
+    assert [s["started"] for s in starts if isinstance(s, dict)].count(True) == 1
+    assert len({s["pid"] for s in starts if isinstance(s, dict)}) == 1
+
+
+def _outcome(helper: HelperProcess, cmd: str, **args: object) -> object:
+    """The result, or the error code."""
+    try:
+        return helper.call(cmd, **args)
+    except ProtocolError as exc:
+        return exc.code
