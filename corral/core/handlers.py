@@ -17,10 +17,12 @@ from corral import __version__
 from corral.config.errors import ConfigError
 from corral.config.model import NAME_RE, AppConfig
 from corral.config.schema import app_from_dict
+from corral.core import paths_check
 from corral.core.app import App
 from corral.core.environment import build_environment
 from corral.core.lifecycle import State
 from corral.core.logtail import Source, read_tails
+from corral.core.paths_check import BadRequest, parse_request, tenant_home
 from corral.core.records import process_record
 from corral.core.settings import KNOWN, check_key
 from corral.core.state_store import DumpError, DumpRefused, DumpStore
@@ -186,6 +188,7 @@ class Handlers:
             Command.SECRET_REMOVE: self.secret_remove,
             Command.SECRET_ROTATE: self.secret_rotate,
             Command.SET_APP_LIMIT: self.set_app_limit,
+            Command.RESOLVE_PATHS: self.resolve_paths,
             Command.KILL: self.kill,
         }
 
@@ -533,6 +536,17 @@ class Handlers:
         if sample is None:  # before the first sampling pass
             sample = await asyncio.to_thread(self.sup.sample_host)
         return {**dataclasses.asdict(sample), "app_limit": self.app_limit}
+
+    # ------------------------------------------------------------ tenant paths (SPEC 2.2)
+
+    async def resolve_paths(self, args: dict[str, Any]) -> Any:
+        """Resolve a tenant's paths with this daemon's rights, confined to its home."""
+        home = tenant_home(self.home.root)
+        try:
+            entries = parse_request(args, home)
+        except BadRequest as exc:
+            raise _bad(str(exc)) from None
+        return await asyncio.to_thread(paths_check.resolve_paths, home, entries)
 
     # ------------------------------------------------------------ app limit (SPEC 2.2)
 

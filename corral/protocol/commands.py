@@ -86,6 +86,14 @@ class Command(StrEnum):
     (`permission_denied`); lowering it stops nothing, it refuses new apps. Requests that
     would exceed it (start or restart/reload with configs, resurrect) are refused whole
     with `limit_reached`."""
+    RESOLVE_PATHS = "resolve_paths"
+    """{"home": str | null, "paths": [{"path": str, "kind": "file" | "dir" | "any",
+    "must_exist": bool, "base": str | null}]} (at most 64 entries, paths at most 4096 bytes)
+    -> [{"ok": true, "path": str} | {"ok": false, "error": str}], one per entry in order.
+    Each path is resolved with the daemon's (the tenant's) rights, symlinks followed, and
+    must lead inside the daemon's tenant home (the parent of CORRAL_HOME); a relative path
+    is taken from `base` (itself inside the home; default the home). `home`, if given,
+    must be that directory. Used by the panel in isolated mode."""
     KILL = "kill"
     """{} -> {"stopped": int}; the daemon stops every app and exits after replying."""
     SUBSCRIBE = "subscribe"
