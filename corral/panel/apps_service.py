@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import yaml
 
 from corral.config.model import AppConfig
+from corral.panel.confine import confine
 from corral.panel.gateway import (
     DaemonDown,
     GatewayError,
@@ -29,8 +30,10 @@ from corral.panel.gateway import (
 from corral.panel.validation import (
     MAX_INSTANCES,
     TEXT_FORMATS,
+    Confiner,
     FieldErrors,
     config_text_to_apps,
+    resolving_with,
     validate_app_form,
 )
 from corral.protocol.wire import ErrorCode
@@ -46,6 +49,7 @@ FORMATS: tuple[ConfigFormat, ...] = ("yaml", "json", "toml")
 IMPORT_FORMATS = TEXT_FORMATS
 """What an uploaded config may be: a corral.yaml, JSON, TOML, or a Procfile."""
 ApplyMode = Literal["restart", "reload"]
+Checked = TypeVar("Checked")
 RESERVED_NAMES = frozenset({"new", "import"})
 """App names the panel's URLs would misread (/t/{tenant}/apps/new is the creation form,
 /t/{tenant}/apps/import the upload)."""
@@ -280,6 +284,21 @@ def _tenant(ctx: Ctx) -> TenantRef:
     return ctx.tenant
 
 
+def confined(ctx: Ctx, action: str, run: Callable[[Confiner], Checked]) -> Checked:
+    """`run` with each of the tenant's paths checked where the tenant's rights apply: by
+    the tenant's daemon (`resolve_paths`, batched) in isolated mode, where the panel's uid
+    cannot see a tenant's private folders and must not judge with its own rights; in this
+    process in development mode (one uid for all). A daemon failure is audited under
+    `action` and raised as ActionFailed."""
+    if not ctx.panel.config.isolated:
+        return run(confine)
+    try:
+        return resolving_with(_daemon(ctx).resolve_paths, run)
+    except GatewayError as exc:
+        ctx.audit(action, "failed", detail=f"checking paths: {exc.message}")
+        raise failure_of(exc) from None
+
+
 # --- actions ------------------------------------------------------------------------------
 
 
@@ -430,7 +449,7 @@ def create(ctx: Ctx, data: Mapping[str, Any]) -> Done:
     form, errors = _form_text(data)
     name = form.get("name", "").strip()[:80] or None
     try:
-        config = validate_app_form(form, tenant.home)
+        config = confined(ctx, "app.create", lambda c: validate_app_form(form, tenant.home, c))
     except FieldErrors as exc:
         errors = exc.errors | errors
     if errors:
@@ -456,7 +475,9 @@ def import_apps(ctx: Ctx, text: str, fmt: str) -> list[Done]:
         if fmt not in IMPORT_FORMATS:
             expected = ", ".join(IMPORT_FORMATS)
             raise FieldErrors({"format": f"expected one of {expected}, got {fmt!r}"})
-        configs = config_text_to_apps(text, fmt, tenant.home)
+        configs = confined(
+            ctx, "app.create", lambda c: config_text_to_apps(text, fmt, tenant.home, c)
+        )
         reserved = {
             f"apps[{i}].name": f"{c['name']!r} is reserved: /t/<tenant>/apps/{c['name']} is "
             "a page of the panel"
@@ -599,7 +620,8 @@ def parse_config(ctx: Ctx, name: str, text: str, fmt: str) -> dict[str, Any]:
     """The one app of an edited config, validated and confined; FieldErrors otherwise."""
     if fmt not in FORMATS:
         raise FieldErrors({"format": f"expected yaml, json or toml, got {fmt!r}"})
-    apps = config_text_to_apps(text, fmt, _tenant(ctx).home)
+    home = _tenant(ctx).home
+    apps = confined(ctx, "app.config", lambda c: config_text_to_apps(text, fmt, home, c))
     if len(apps) != 1:
         raise FieldErrors({"config": f"expected exactly one app, found {len(apps)}"})
     config = apps[0]

@@ -463,6 +463,19 @@ class TenantDaemon:
         them (how an edited config is applied)."""
         return list(self.call("start", apps=apps, cli_env=cli_env, env_name=env_name, force=force))
 
+    def resolve_paths(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Resolve a tenant's paths with the daemon's (the tenant's) rights, confined to its
+        home: entries `{"path", "kind", "must_exist", "base"}` (at most 64) -> one
+        `{"ok": true, "path"}` or `{"ok": false, "error"}` each, in order."""
+        answers = self.call("resolve_paths", paths=entries)
+        if (
+            not isinstance(answers, list)
+            or len(answers) != len(entries)
+            or not all(isinstance(a, dict) for a in answers)
+        ):
+            raise GatewayError("the daemon's resolve_paths answer does not match the request")
+        return [dict(a) for a in answers]
+
     def configure(self, apps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Replace the stored config of existing apps (`AppConfig.to_dict()` dicts, by
         name) without restarting anything: each instance gets it at its next launch. An

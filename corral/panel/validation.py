@@ -10,11 +10,12 @@ exactly what corral accepts. Every path must resolve inside the tenant's home (S
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import yaml
 
@@ -27,6 +28,9 @@ from corral.config.units import parse_duration, parse_signal, parse_size
 from corral.core.cron import validate as validate_cron
 from corral.core.listen import parse_listen
 from corral.panel.confine import PathOutsideHome, confine
+
+Kind = Literal["file", "dir", "any"]
+T = TypeVar("T")
 
 NON_FIELD = "_form"
 """The key of an error that belongs to no single field."""
@@ -60,6 +64,21 @@ _PATH_KEYS = frozenset(
     {"script", "cmd", "command", "cwd", "interpreter", "exec_interpreter", "watch"}
     | {"out_file", "error_file", "err_file", "err_log", "out_log", "output", "log_file"}
 )
+
+
+class Confiner(Protocol):
+    """Checks one path of a tenant, as `corral.confine.confine`: the resolved path inside
+    `home`, or PathOutsideHome."""
+
+    def __call__(
+        self,
+        home: Path,
+        user_path: str,
+        *,
+        base: Path | None = None,
+        must_exist: bool = False,
+        kind: Kind = "any",
+    ) -> Path: ...
 
 
 class FieldError(ValueError):
@@ -377,9 +396,10 @@ class _AppForm:
     """The fields of one app form, checked in an order where cwd comes before the paths
     that are relative to it."""
 
-    def __init__(self, form: Mapping[str, str], home: Path) -> None:
+    def __init__(self, form: Mapping[str, str], home: Path, confiner: Confiner) -> None:
         self.form = form
         self.home = home
+        self.confine = confiner
         self.values: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.cwd: Path | None = home
@@ -419,7 +439,7 @@ class _AppForm:
         """A path inside the home, relative to `base` (default: the app's cwd)."""
         text = _text(value, field)
         where = base or self.cwd
-        return str(confine(self.home, text, base=where, kind=kind, must_exist=must_exist))
+        return str(self.confine(self.home, text, base=where, kind=kind, must_exist=must_exist))
 
     def run(self) -> dict[str, Any]:
         self.check("name", app_name)
@@ -500,7 +520,7 @@ class _AppForm:
             except ValueError as exc:
                 raise FieldError(field, str(exc)) from None
             if parsed.path is not None:
-                confine(self.home, parsed.path)
+                self.confine(self.home, parsed.path)
         return addresses
 
     def log_path(self, value: object, field: str) -> str:
@@ -510,22 +530,25 @@ class _AppForm:
         return self.path(text, field, "file")
 
 
-def validate_app_form(form: Mapping[str, str], tenant_home: Path) -> dict[str, Any]:
+def validate_app_form(
+    form: Mapping[str, str], tenant_home: Path, confiner: Confiner = confine
+) -> dict[str, Any]:
     """The app a creation or edit form describes, as the daemon's `start` takes it
     (`AppConfig.to_dict()`); FieldErrors with every field's mistake otherwise.
 
     An empty field means corral's default. Checkboxes are on/off (an unchecked box sends
     nothing: pair it with a hidden "off" field before it). script and cwd (and log files,
     watched paths, unix sockets) must resolve inside `tenant_home`; a relative script is
-    taken from cwd, cwd from the home.
+    taken from cwd, cwd from the home. `confiner` checks each path (default: in this
+    process; `resolving_with` asks the tenant's daemon).
     """
-    checker = _AppForm(form, tenant_home)
+    checker = _AppForm(form, tenant_home, confiner)
     values = checker.run()
     if checker.errors:
         raise FieldErrors(checker.errors)
     try:
         app = app_from_mapping(values, source="form", base_dir=tenant_home)
-        _confine_app(app, tenant_home)
+        _confine_app(app, tenant_home, confiner)
     except ConfigError as exc:
         field = exc.key if exc.key in FORM_FIELDS else NON_FIELD
         raise FieldErrors({field: exc.message}) from None
@@ -534,7 +557,7 @@ def validate_app_form(form: Mapping[str, str], tenant_home: Path) -> dict[str, A
     return app.to_dict()
 
 
-def _confine_app(app: AppConfig, home: Path) -> None:
+def _confine_app(app: AppConfig, home: Path, confine: Confiner) -> None:
     """Refuse an app whose paths, as corral resolved them, lead outside `home`; replace
     them by their resolved form. Raises FieldError naming the key."""
 
@@ -635,7 +658,7 @@ def _tilde_paths(raw: Mapping[Any, Any]) -> None:
                 )
 
 
-def _config_app(raw: Any, index: int, home: Path) -> dict[str, Any]:
+def _config_app(raw: Any, index: int, home: Path, confine: Confiner) -> dict[str, Any]:
     if isinstance(raw, Mapping):
         for key in raw:
             if key in _REFUSED_KEYS:
@@ -661,11 +684,13 @@ def _config_app(raw: Any, index: int, home: Path) -> dict[str, Any]:
                 except PathOutsideHome as exc:
                     raise FieldError(key, str(exc)) from None
     app = app_from_mapping(raw, source="config", base_dir=home, index=index)
-    _confine_app(app, home)
+    _confine_app(app, home, confine)
     return app.to_dict()
 
 
-def config_text_to_apps(text: str, fmt: TextFormat, tenant_home: Path) -> list[dict[str, Any]]:
+def config_text_to_apps(
+    text: str, fmt: TextFormat, tenant_home: Path, confiner: Confiner = confine
+) -> list[dict[str, Any]]:
     """The apps of a config text (YAML, JSON or TOML, as in a corral.yaml, or a Procfile's
     `name: command` lines), validated as `corral start` would, every path confined to
     `tenant_home`; relative paths are taken from the home. Raises FieldErrors: `config`
@@ -683,7 +708,7 @@ def config_text_to_apps(text: str, fmt: TextFormat, tenant_home: Path) -> list[d
     errors: dict[str, str] = {}
     for index, raw in enumerate(raws):
         try:
-            apps.append(_config_app(raw, index, tenant_home))
+            apps.append(_config_app(raw, index, tenant_home, confiner))
         except ConfigError as exc:
             where = f"apps[{index}]" + (f".{exc.key}" if exc.key else "")
             errors[where] = _located(lines, index, exc.key, raw, exc.message)
@@ -708,3 +733,76 @@ def _located(
     if name is not None:
         prefix.append(f"app {name!r}")
     return ": ".join([*prefix, message])
+
+
+# --- Paths checked by the tenant's daemon (isolated mode) ---
+
+MAX_RESOLVE_BATCH = 64
+"""Entries per `resolve_paths` request (the daemon's limit)."""
+MAX_RESOLVE_ROUNDS = 4
+
+Resolve = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+"""Sends `resolve_paths` entries to the tenant's daemon; its answers, in order."""
+
+
+class _Asking:
+    """A Confiner answering from the daemon's answers; a path not asked yet is noted and
+    answered with a lexical guess, so that one pass finds every path a form needs."""
+
+    def __init__(self, answers: dict[tuple[str, str | None, bool, str], dict[str, Any]]) -> None:
+        self.answers = answers
+        self.missing: list[tuple[str, str | None, bool, str]] = []
+
+    def __call__(
+        self,
+        home: Path,
+        user_path: str,
+        *,
+        base: Path | None = None,
+        must_exist: bool = False,
+        kind: Kind = "any",
+    ) -> Path:
+        if not isinstance(user_path, str) or not user_path.strip():
+            raise PathOutsideHome("a path is required")
+        if "\x00" in user_path:
+            raise PathOutsideHome(f"{user_path!r} contains a NUL character")
+        try:
+            size = len(os.fsencode(user_path))
+        except UnicodeError:
+            raise PathOutsideHome(f"{user_path!r} is not a valid file name") from None
+        if size > MAX_TEXT:
+            raise PathOutsideHome(f"{short_repr(user_path)} is longer than {MAX_TEXT} bytes")
+        key = (user_path, None if base is None else str(base), must_exist, kind)
+        answer = self.answers.get(key)
+        if answer is None:
+            if key not in self.missing:
+                self.missing.append(key)
+            return Path(os.path.normpath(os.path.join(base or home, user_path)))
+        if answer.get("ok") is True and isinstance(answer.get("path"), str):
+            return Path(answer["path"])
+        raise PathOutsideHome(str(answer.get("error") or f"{user_path!r} cannot be used"))
+
+
+def resolving_with(resolve: Resolve, run: Callable[[Confiner], T]) -> T:
+    """`run(confiner)` with every path checked by the tenant's daemon (isolated mode: the
+    panel's uid cannot see a tenant's private folders, and must not judge with its own
+    rights). A first pass notes the paths asked (with guesses), one `resolve_paths`
+    request answers them all, and the pass that needs no new answer is the result; a
+    guess that proved wrong (a symlinked cwd) costs one more round."""
+    answers: dict[tuple[str, str | None, bool, str], dict[str, Any]] = {}
+    for _ in range(MAX_RESOLVE_ROUNDS):
+        confiner = _Asking(answers)
+        try:
+            result = run(confiner)
+        except (FieldErrors, FieldError, ConfigError, PathOutsideHome):
+            if not confiner.missing:
+                raise
+        else:
+            if not confiner.missing:
+                return result
+        keys = confiner.missing
+        for start in range(0, len(keys), MAX_RESOLVE_BATCH):
+            chunk = keys[start : start + MAX_RESOLVE_BATCH]
+            entries = [{"path": p, "base": b, "must_exist": m, "kind": k} for p, b, m, k in chunk]
+            answers.update(zip(chunk, resolve(entries), strict=True))
+    raise FieldErrors({NON_FIELD: "the paths could not be checked; try again"})
