@@ -328,11 +328,11 @@ registry (`npm install --ignore-scripts --prefix bench/.cache/npm pm2`), Supervi
 Circus from PyPI into `bench/.cache/peers-venv`. A peer that cannot be installed or run is
 reported in the table, not fatal. corral's own bytecode is written before the runs, as
 installing a wheel does (the checkout is an editable install, and with
-`PYTHONDONTWRITEBYTECODE` set every start would compile its modules again). Every manager runs with its own home in a temporary
-directory (`CORRAL_HOME`, `PM2_HOME`, a temporary supervisord config, a temporary circus
-ini) and is shut down (`corral kill`, `pm2 kill`, `supervisorctl shutdown`,
-`circusctl quit`, then SIGKILL by pid for anything of that run left) even when a
-workload fails. Everything runs on loopback; every wait is bounded.
+`PYTHONDONTWRITEBYTECODE` set every start would compile its modules again). Every manager
+runs with its own home in a temporary directory (`CORRAL_HOME`, `PM2_HOME`, a temporary
+supervisord config, a temporary circus ini) and is shut down (`corral kill`, `pm2 kill`,
+`supervisorctl shutdown`, `circusctl quit`, then SIGKILL by pid for anything of that run
+left) even when a workload fails. Everything runs on loopback; every wait is bounded.
 
 ## Results
 

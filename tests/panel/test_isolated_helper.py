@@ -11,15 +11,9 @@ processes gone). Every user a test creates is removed at the end, even on failur
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
-import secrets
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,100 +21,14 @@ import psutil
 import pytest
 
 from corral.panel.helper_client import HelperClient, HelperError
-from corral.protocol.client import ControlClient
 from corral.protocol.wire import ErrorCode
-from tests.conftest import read_text, wait_for
+from tests.conftest import wait_for
+from tests.support.isolation import Isolated, daemon_call, isolated_panel
 from tests.support.otheruid import (
     can_switch_users,
-    remove_user,
-    temp_user,
-    world_dir,
-    world_python,
 )
 
 SLEEPER = "import time\nwhile True:\n    time.sleep(1)\n"
-
-DRIVER = r"""
-import json, sys
-from pathlib import Path
-from sqlalchemy import select
-from corral.panel.db.models import User
-from tests.support.panel import ORIGIN, client_with, make_app, open_session, quick_user
-
-home, sock = Path(sys.argv[1]), Path(sys.argv[2])
-app, panel = make_app(home, helper_socket=sock, allowed_hosts=("testserver",))
-with panel.database.session() as db:
-    admin = db.scalar(select(User.id).where(User.username == "boss"))
-if admin is None:
-    admin = quick_user(panel, "boss", admin=True)
-cookie = open_session(panel, admin)
-out = []
-with client_with(app, cookie) as http:
-    for step in json.load(sys.stdin):
-        headers = {"Origin": ORIGIN, "X-CSRF-Token": cookie.csrf}
-        response = http.request(
-            step["method"], step["path"], json=step.get("json"), headers=headers
-        )
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text
-        out.append({"status": response.status_code, "body": body})
-panel.database.close()
-print(json.dumps(out))
-"""
-
-
-@dataclass
-class Isolated:
-    """A running helper, its panel user, and the panel's home (owned by that user)."""
-
-    panel: pwd.struct_passwd
-    helper: subprocess.Popen[bytes]
-    socket: Path
-    tenants_dir: Path
-    panel_home: Path
-    log: Path
-    names: list[str] = field(default_factory=list)
-
-    def name(self) -> str:
-        """A fresh tenant name; its user is removed at the end whatever happens."""
-        name = f"ct{secrets.token_hex(3)}"
-        self.names.append(name)
-        return name
-
-    def as_panel(self, args: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-        """Run the world Python with `args` as the panel's user (no other groups)."""
-        return subprocess.run(
-            [str(world_python()), *args],
-            user=self.panel.pw_uid,
-            group=self.panel.pw_gid,
-            extra_groups=[],
-            cwd="/",
-            env={
-                "PATH": "/usr/local/bin:/usr/bin:/bin",
-                "LANG": "C.UTF-8",
-                "HOME": str(self.panel_home),
-                "PYTHONDONTWRITEBYTECODE": "1",
-            },
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-
-    def requests(self, *steps: dict[str, Any]) -> list[dict[str, Any]]:
-        """Send API requests as an admin of the panel, run by the panel's user."""
-        result = self.as_panel(
-            ["-c", DRIVER, str(self.panel_home), str(self.socket)], json.dumps(list(steps))
-        )
-        assert result.returncode == 0, result.stderr + read_text(self.log)
-        answers: list[dict[str, Any]] = json.loads(result.stdout)
-        return answers
-
-    def request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        return self.requests({"method": method, "path": path, "json": body})[0]
 
 
 @pytest.fixture
@@ -128,48 +36,14 @@ def iso() -> Iterator[Isolated]:
     why = can_switch_users()
     if why is not None:
         pytest.skip(why)
-    base = world_dir("ctiso")
-    try:
-        with temp_user("ctp") as panel_user:
-            panel_home = base / "panel"
-            panel_home.mkdir(mode=0o700)
-            os.chown(panel_home, panel_user.pw_uid, panel_user.pw_gid)
-            log = base / "helper.log"
-            command = [sys.executable, "-m", "corral", "helper", "--panel-user"]
-            command += [panel_user.pw_name, "--socket", str(base / "h.sock")]
-            command += ["--tenants-dir", str(base / "t"), "--state-dir", str(base / "state")]
-            command += ["--python", str(world_python())]
-            with log.open("wb") as out:
-                helper = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-            iso = Isolated(panel_user, helper, base / "h.sock", base / "t", panel_home, log)
-            try:
-
-                def listening() -> bool:
-                    assert helper.poll() is None, read_text(log)
-                    return "listening on" in read_text(log)
-
-                wait_for(listening, timeout=60)
-                yield iso
-            finally:
-                for name in iso.names:
-                    remove_user(name)  # its processes killed, user and home removed
-                    subprocess.run(["groupdel", name], capture_output=True)
-                if helper.poll() is None:
-                    helper.send_signal(signal.SIGTERM)
-                    try:
-                        helper.wait(60)
-                    except subprocess.TimeoutExpired:
-                        helper.kill()
-                        helper.wait()
-    finally:
-        subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+    with isolated_panel() as running:
+        yield running
 
 
 def daemon_ping(home: Path) -> dict[str, Any]:
     """The tenant's daemon, asked by root (which it admits)."""
-    with ControlClient.connect(home / ".corral" / "corral.sock", timeout=30) as client:
-        result: dict[str, Any] = client.call("ping")
-        return result
+    result: dict[str, Any] = daemon_call(home, "ping")
+    return result
 
 
 def test_root_is_refused_by_the_helper(iso: Isolated) -> None:
