@@ -369,11 +369,16 @@ async def app_logs_ws(ws: WsCtx) -> None:
     done: set[asyncio.Future[None]] = set()
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        # The server cancels the handler (shutting down, or right after the client closed):
+        # nobody is left to tell, so end normally once the subscription is closed below.
+        done = set()
     finally:
         # Cancelling the collector closes the subscription (aiter_follow's own cleanup).
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
     if collector not in done or listener in done or sender in done:
         return  # the browser went away (or sending failed): nobody to tell
     failure = collector.exception()
