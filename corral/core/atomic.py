@@ -32,7 +32,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def write_json_atomic(path: Path, obj: Any, mode: int = 0o600) -> None:
@@ -52,8 +52,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable: it lives in the folder's entry list."""
+def fsync_dir(folder: Path) -> None:
+    """Make a rename (or link) in `folder` durable: it lives in the folder's entry list."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

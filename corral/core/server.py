@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from corral.core.targets import resolve_many
 from corral.core.tenancy import TenantMode
 from corral.core.tenancy import peer_uid as current_peer_uid
 from corral.protocol.commands import Command
+from corral.protocol.peer import peer_cred
 from corral.protocol.wire import (
     MAX_MESSAGE_BYTES,
     ErrorCode,
@@ -34,14 +33,6 @@ from corral.protocol.wire import (
 )
 
 log = logging.getLogger("corral.server")
-_UCRED = struct.Struct("3i")
-
-
-def peer_uid(sock: socket.socket) -> int:
-    _pid, uid, _gid = _UCRED.unpack(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    )
-    return int(uid)
 
 
 def peer_allowed(uid: int, tenant: TenantMode | None = None) -> bool:
@@ -107,7 +98,7 @@ class ControlServer:
             self._clients.add(task)
         try:
             sock = writer.get_extra_info("socket")
-            uid = peer_uid(sock)
+            _pid, uid, _gid = peer_cred(sock)
             if not peer_allowed(uid, self.tenant):
                 log.warning("refused a control connection from uid %d", uid)
                 refusal = ProtocolError(ErrorCode.PERMISSION_DENIED, "permission denied")

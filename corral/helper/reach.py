@@ -13,15 +13,14 @@ import contextlib
 import os
 import socket
 import stat
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from corral.protocol.client import ControlClient
+from corral.protocol.peer import peer_cred
 
 SOCKET_NAME = "corral.sock"
 CORRAL_DIR = ".corral"
-_UCRED = struct.Struct("3i")
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -36,14 +35,6 @@ class Peer:
 
 def socket_path(home: Path) -> Path:
     return home / CORRAL_DIR / SOCKET_NAME
-
-
-def peer_cred(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the other end, as the kernel recorded them."""
-    pid, uid, gid = _UCRED.unpack(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    )
-    return int(pid), int(uid), int(gid)
 
 
 def connect(home: Path, uid: int, timeout: float) -> Peer | None:

@@ -21,9 +21,9 @@ from typing import Any
 from corral.cli.connect import SUN_PATH_MAX
 from corral.helper.audit import AuditLog
 from corral.helper.config import ConfigError, HelperConfig, not_traversable, prepare_dir
-from corral.helper.reach import peer_cred
 from corral.helper.service import Helper
 from corral.protocol.helper import MAX_MESSAGE_BYTES, validate_request
+from corral.protocol.peer import peer_cred
 from corral.protocol.wire import (
     ErrorCode,
     ProtocolError,

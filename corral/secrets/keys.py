@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral.core.atomic import fsync_dir
 from corral.secrets.cipher import KEY_BYTES, key_id
 from corral.secrets.errors import SecretError
 
@@ -169,7 +170,7 @@ def create_key_file(path: Path) -> bytes:
             if existing is None:
                 raise SecretError(f"key file {path} vanished while being created") from None
             return existing
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except OSError as exc:
         raise SecretError(f"cannot create key file {path}: {exc.strerror}") from None
     finally:
@@ -201,17 +202,8 @@ def promote_next_key(ring: Keyring) -> Keyring:
         raise SecretError("no rotation is under way: there is no next key to promote")
     try:
         os.replace(next_key_path(ring.file), ring.file)
-        _fsync_dir(ring.file.parent)
+        fsync_dir(ring.file.parent)
     except OSError as exc:
         raise SecretError(f"cannot replace key file {ring.file}: {exc.strerror}") from None
     kid = ring.next_kid
     return Keyring(kid, {kid: ring.keys[kid]}, ring.source, ring.file)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename or link durable: it lives in the folder's entry list."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

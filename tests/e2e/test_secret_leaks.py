@@ -49,7 +49,7 @@ from corral.paths import Home
 from corral.protocol.wire import ProtocolError, encode_message
 
 from ..conftest import Corral, wait_for
-from ..support.leaks import SPECIAL, LeakScan, forms_of, leak_value
+from ..support.leaks import SPECIAL, LeakScan, RecordCollector, forms_of, leak_value
 from ..support.panel import short_dir
 
 TENANT = "acme"
@@ -115,19 +115,6 @@ class EventListener:
         self._thread.join(10)
         self._sock.close()
         return bytes(self.data)
-
-
-class RecordCollector(logging.Handler):
-    """Every log record emitted in this process (the panel's), formatted with its
-    arguments and exception text."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
 
 
 @dataclass

@@ -35,7 +35,7 @@ from corral.panel.gateway import NoAutostart
 from corral.paths import Home
 from tests.conftest import Corral, wait_for
 from tests.support.browser import Tab
-from tests.support.leaks import SPECIAL, LeakScan, leak_value
+from tests.support.leaks import SPECIAL, LeakScan, RecordCollector, leak_value
 from tests.support.panel import add_tenant, add_user, grant, make_app, serve, short_dir
 
 pytestmark = pytest.mark.slow
@@ -125,16 +125,6 @@ class Traffic:
                 continue
             self.read += 1
             scan.text(f"{label}: body", body)
-
-
-class RecordCollector(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
 
 
 @dataclass

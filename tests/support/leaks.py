@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import logging
 import re
 import secrets
 import zlib
@@ -179,3 +180,16 @@ def _context(blob: bytes, start: int, form: bytes, width: int = 60) -> str:
     before = blob[max(0, start - width) : start]
     after = blob[start + len(form) : start + len(form) + width]
     return (before + b"<FORM>" + after).decode("utf-8", "backslashreplace")
+
+
+class RecordCollector(logging.Handler):
+    """Every log record emitted in this process, formatted with its arguments and
+    exception text: a place a leak search must read too."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
