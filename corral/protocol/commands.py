@@ -94,8 +94,38 @@ class Command(StrEnum):
     must lead inside the daemon's tenant home (the parent of CORRAL_HOME); a relative path
     is taken from `base` (itself inside the home; default the home). `home`, if given,
     must be that directory. Used by the panel in isolated mode."""
+    CHECK_APPS = "check_apps"
+    """{"apps": [raw app mapping], "source": str | null} (at most 64 apps) -> [AppConfig
+    dict], one per app in order: each mapping validated by `config.schema` in the daemon,
+    so files (script, interpreter, cwd, log paths) are judged with the daemon's (the
+    tenant's) rights. A bad one is `invalid_argument` naming the app and the key. Used by
+    the panel in isolated mode, where its own uid cannot see inside a tenant's folders."""
+    DEPLOY = "deploy"
+    """{"app": name, "ref": str | null, "trigger": str | null} -> {"deploy": deploy record}:
+    queues a deploy of the app's git source (SPEC 4) and answers at once; deploys of one app
+    run one at a time. Progress comes as "deploy" events (see `subscribe`); the record's
+    `id` names it in `deploy_output`. An app without a `git:` source is `invalid_argument`."""
+    ROLLBACK = "rollback"
+    """{"app": name, "release": str | null, "trigger": str | null} -> {"deploy": deploy
+    record}: switches `current` back to the given release (default: the one before the
+    current) and reloads; queued and reported like a deploy (kind "rollback")."""
+    DEPLOY_HISTORY = "deploy_history"
+    """{"app": name, "limit": int (1..200, default 50)} -> [deploy record], newest first."""
+    DEPLOY_OUTPUT = "deploy_output"
+    """{"app": name, "id": str} -> {"deploy": deploy record, "output": str}: the kept output
+    of one deploy (at most 1 MiB; its start is cut first)."""
+    RELEASES = "releases"
+    """{"app": name} -> [{"id": str, "commit": str, "ref": str, "created": float,
+    "current": bool}], newest first."""
+    DEPLOY_KEY = "deploy_key"
+    """{"app": name, "create": bool} -> {"public_key": str | null}: the public half of the
+    app's SSH deploy key (ed25519), made first when `create` is true. The private half
+    never leaves the daemon's home."""
     KILL = "kill"
     """{} -> {"stopped": int}; the daemon stops every app and exits after replying."""
     SUBSCRIBE = "subscribe"
-    """{"events": bool, "logs": target | null} -> {"subscribed": true}, then
-    {"event": {...}} lines (see docs/PROTOCOL.md)."""
+    """{"events": bool, "logs": target | null, "deploys": target | null} ->
+    {"subscribed": true}, then {"event": {...}} lines (see docs/PROTOCOL.md). "deploys"
+    adds the "deploy" events of the target's apps: {"type": "deploy", "app", "id", "line"}
+    for each output line and {"type": "deploy", "app", "id", "status", "deploy": record}
+    when a deploy changes status (queued, running, succeeded, failed)."""
