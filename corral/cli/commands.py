@@ -299,8 +299,18 @@ def cmd_start(ctx: Context, ns: argparse.Namespace) -> int:
             raise
         _print_records(ctx, records)
         return 0
-    _print_records(ctx, ctx.call("start", **start_request(apps, ns, ctx.environ)))
+    records = ctx.call("start", **start_request(apps, ns, ctx.environ))
+    _print_records(ctx, records)
+    _note_no_release(ctx, apps, records)
     return 0
+
+
+def _note_no_release(ctx: Context, apps: list[AppConfig], records: list[Any]) -> None:
+    """A git app is not launched before its first deploy: say what to do."""
+    for app in apps:
+        statuses = {r.get("status") for r in records if r.get("name") == app.name}
+        if app.git is not None and statuses <= {"stopped"}:
+            ctx.warn(f"{app.name} has no release yet: run `corral deploy {app.name}`")
 
 
 def _target_start_request(ctx: Context, ns: argparse.Namespace, target: str) -> dict[str, Any]:
@@ -980,6 +990,12 @@ def cmd_secret(ctx: Context, ns: argparse.Namespace) -> int:
     return SECRET_VERBS[ns.secret_verb](ctx, ns)
 
 
+def cmd_deploy(ctx: Context, ns: argparse.Namespace) -> int:
+    from corral.cli import deploy
+
+    return deploy.run(ctx, ns)
+
+
 VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "start": cmd_start,
     "stop": cmd_stop,
@@ -1009,6 +1025,7 @@ VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "set": cmd_set,
     "get": cmd_get,
     "secret": cmd_secret,
+    "deploy": cmd_deploy,
 }
 
 

@@ -299,6 +299,35 @@ def _nothing(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _deploy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("app", metavar="APP", help="an app with a git source (its name)")
+    p.add_argument("--ref", metavar="REF", help="a branch, tag or commit (default: its branch)")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument(
+        "--rollback",
+        nargs="?",
+        const="",
+        metavar="RELEASE",
+        help="switch back to RELEASE (default: the one before the current) and reload",
+    )
+    action.add_argument("--history", action="store_true", help="the app's past deploys")
+    action.add_argument("--releases", action="store_true", help="the releases kept on disk")
+    action.add_argument(
+        "--key", action="store_true", help="print the app's SSH deploy key (made if missing)"
+    )
+    action.add_argument("--output", metavar="ID", help="the kept output of one deploy")
+    p.add_argument("--no-follow", action="store_true", help="queue the deploy and return at once")
+    p.add_argument(
+        "--limit", type=_positive, default=20, metavar="N", help="--history: N deploys (20)"
+    )
+    p.add_argument("--json", action="store_true", help="--history, --releases: as JSON")
+    p.epilog = (
+        "Without an option: fetch the app's branch (or --ref), build a new release, switch "
+        "to it and reload without downtime, printing the output live; exit status 0 when "
+        "it succeeded, 1 when it failed. Ctrl-C detaches: the deploy goes on."
+    )
+
+
 ARGV_VALUE_REFUSED = (
     "a secret's value is never taken from the command line, where `ps` and the shell's "
     "history would show it: run `corral secret set APP NAME` and type it at the prompt, "
@@ -377,6 +406,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "set": ("change a daemon-wide setting (kept across restarts)", _set),
     "get": ("show daemon-wide settings", _get),
     "secret": ("set, list, remove apps' secrets (stored encrypted, never shown)", _secret),
+    "deploy": ("deploy an app from its git source, roll back, show its history", _deploy),
 }
 CANONICAL: dict[str, str] = {
     alias: verb for verb in VERBS for alias in [verb, *VERB_ALIASES.get(verb, [])]

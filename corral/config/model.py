@@ -98,6 +98,12 @@ class AppConfig:
     """Keys: nofile, nproc, as, core, fsize, stack, cpu, memlock. -1 means unlimited."""
     umask: int | None = None
 
+    # Deploys (SPEC 4).
+    git: dict[str, Any] | None = None
+    """The app's git source (`corral.deploy.source.GitSource.to_dict()`: repo, branch, keep,
+    install, steps, timeout in seconds). With it, a relative `script` and `cwd` are inside
+    the current release (`<home>/deploys/<name>/current`), looked up at each launch."""
+
     def to_dict(self) -> dict[str, Any]:
         # Fields hold only plain values, lists and dicts (of dicts) of them: copying those
         # is what dataclasses.asdict would do, at a tenth of its cost, and the CLI and the

@@ -88,6 +88,8 @@ _EXTENSION_INTERPRETERS = {
     ".php": "php",
     ".pl": "perl",
 }
+EXTENSION_INTERPRETERS = _EXTENSION_INTERPRETERS
+"""The interpreter of a script by its extension (the launch of a git app looks it up)."""
 _NAME_HINT = "letters, digits and . _ : - (1 to 80 characters)"
 
 
@@ -98,6 +100,8 @@ class _Ctx:
     canonical: bool
     base_dir: Path
     cwd: Path | None = None
+    release: bool = False
+    """The app has a git source: script and cwd are inside its release (SPEC 4)."""
 
 
 Converter = Callable[[Any, _Ctx], Any]
@@ -470,7 +474,7 @@ TABLE: dict[str, Converter] = {
     "rlimits": _rlimits,
     "umask": _optional(_umask),
 }
-SPECIAL_KEYS: frozenset[str] = frozenset({"name", "script", "cwd"})
+SPECIAL_KEYS: frozenset[str] = frozenset({"name", "script", "cwd", "git"})
 CANONICAL_KEYS: frozenset[str] = frozenset(AppConfig.field_names())
 FILE_KEYS: frozenset[str] = CANONICAL_KEYS | set(ALIASES) | IGNORED_KEYS | VIRTUAL_KEYS
 
@@ -699,6 +703,108 @@ def _cwd(keys: _Keys, ctx: _Ctx, rep: _Reporter) -> Path | None:
     return cwd
 
 
+# --- Apps with a git source (SPEC 4): script and cwd live in the release ---
+
+
+def _git_source(keys: _Keys, ctx: _Ctx, rep: _Reporter) -> dict[str, Any] | None:
+    """The `git:` mapping, validated by corral.deploy.source (imported here only: most
+    commands never read a git source, and the CLI's start-up time matters)."""
+    if "git" not in keys.fields or keys.fields["git"][1] is None:
+        return None
+    key, value = keys.fields["git"]
+    if not isinstance(value, Mapping):
+        expected = "a mapping of repo, branch, keep, install, steps, timeout"
+        raise rep.error(key, _expected(expected, value).args[0])
+    from corral.deploy.source import SourceError, source_from_mapping
+
+    try:
+        return source_from_mapping(value).to_dict()
+    except SourceError as exc:  # exc.key: "branch", "steps[0]"; the message without it
+        where = f"{key}.{exc.key}" if exc.key else key
+        raise rep.error(where, exc.message) from None
+
+
+def _check_deploy_name(name: str, keys: _Keys, rep: _Reporter) -> None:
+    """The name is a folder under <home>/deploys: no ':' and no leading '.', '_' or '-'."""
+    from corral.deploy.layout import DeployLayout
+
+    try:
+        DeployLayout(Path("/"), name)
+    except ValueError:
+        key = keys.fields["name"][0] if "name" in keys.fields else "name"
+        raise rep.error(
+            key,
+            f"{name!r} cannot have deploys (git): use letters, digits and . _ -, starting "
+            "with a letter or digit",
+        ) from None
+
+
+def _release_path(value: str) -> str:
+    """A relative path inside the release, normalized; '' for the release itself."""
+    if "\0" in value:
+        raise ValueError("expected a path, got one with a NUL character")
+    path = os.path.normpath(value)
+    if os.path.isabs(path):
+        raise ValueError(
+            f"expected a path relative to the release (the app has a git source), got {value!r}"
+        )
+    if path == ".." or path.startswith("../"):
+        raise ValueError(f"{value!r} leads out of the release")
+    return "" if path == "." else path
+
+
+def _release_cwd(keys: _Keys, rep: _Reporter) -> str | None:
+    if "cwd" not in keys.fields or keys.fields["cwd"][1] is None:
+        return None
+    key, value = keys.fields["cwd"]
+    if not isinstance(value, str) or not value:
+        raise rep.error(key, _expected("a path", value).args[0])
+    try:
+        return _release_path(value) or None
+    except ValueError as exc:
+        raise rep.error(key, str(exc)) from None
+
+
+def _release_script(values: dict[str, Any], keys: _Keys, ctx: _Ctx, rep: _Reporter) -> None:
+    """Kept as written, relative to the release: looked up at each launch (the release
+    does not exist yet when the config is read). A command line is split; one needing a
+    shell runs under `sh -c`."""
+    key, script = keys.fields["script"]
+    path_env = values.get("env", {}).get("PATH")
+    try:
+        words = [script]
+        if any(c.isspace() for c in script):
+            if _needs_shell(script):
+                if values.get("interpreter") not in (None, "none"):
+                    raise ValueError("a shell command (pipes, $VARS...) cannot have an interpreter")
+                values["script"] = shutil.which("sh", path=path_env) or "/bin/sh"
+                values["args"] = ["-c", script, *values.get("args", [])]
+                values["interpreter"] = "none"
+                return
+            words = _words(script, ctx)
+        program = words[0] if words else ""
+        if not program:
+            raise _expected("a file, program or command", script)
+        if not os.path.isabs(program):
+            program = _release_path(program)
+            if not program:
+                raise ValueError(f"{words[0]!r} is the release's folder, expected a file")
+    except ValueError as exc:
+        raise rep.error(key, str(exc)) from None
+    values["script"] = program
+    values["args"] = [*words[1:], *values.get("args", [])]
+    interpreter = values.get("interpreter")
+    if interpreter is None or interpreter == "none":
+        return
+    try:
+        if "/" in interpreter and not os.path.isabs(interpreter):
+            values["interpreter"] = _release_path(interpreter)  # e.g. .venv/bin/python
+        else:
+            values["interpreter"] = _check_interpreter(interpreter, ctx.base_dir, path_env)
+    except ValueError as exc:
+        raise rep.error(keys.fields["interpreter"][0], str(exc)) from None
+
+
 def _convert_fields(keys: _Keys, ctx: _Ctx, rep: _Reporter) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, (key, value) in keys.fields.items():
@@ -743,6 +849,9 @@ def _set_script(values: dict[str, Any], keys: _Keys, ctx: _Ctx, rep: _Reporter) 
     if ctx.canonical:
         values["script"] = script
         return
+    if ctx.release:
+        _release_script(values, keys, ctx, rep)
+        return
     cwd = ctx.cwd or ctx.base_dir
     path_env = values.get("env", {}).get("PATH")
     interpreter = values.get("interpreter")
@@ -774,8 +883,14 @@ def _build(
     values: dict[str, Any] = {"name": _name(keys, rep)}
     rep.app = values["name"]
     ctx = _Ctx(canonical=canonical, base_dir=Path(os.path.normpath(base_dir.absolute())))
-    ctx.cwd = _cwd(keys, ctx, rep)
-    values["cwd"] = None if ctx.cwd is None else str(ctx.cwd)
+    values["git"] = _git_source(keys, ctx, rep)
+    ctx.release = values["git"] is not None
+    if ctx.release:
+        _check_deploy_name(values["name"], keys, rep)
+        values["cwd"] = _release_cwd(keys, rep)
+    else:
+        ctx.cwd = _cwd(keys, ctx, rep)
+        values["cwd"] = None if ctx.cwd is None else str(ctx.cwd)
     values |= _convert_fields(keys, ctx, rep)
     _add_profiles(values, keys, ctx, rep)
     _apply_time(values, keys, rep)

@@ -27,9 +27,11 @@ def build_environment(
     cli_env: Mapping[str, str] | None,
     env_name: str | None,
     secrets: Mapping[str, str] | None = None,
+    venv: str | None = None,
 ) -> dict[str, str]:
     """Merge, in order: the CLI's environment, `env`, `env_<env_name>`, the app's secrets
-    (decrypted by the caller, SPEC 3), then corral's own.
+    (decrypted by the caller, SPEC 3), then corral's own. `venv` (a git app's release
+    venv) sets VIRTUAL_ENV and goes first on PATH.
 
     Raises ValueError when `increment_var` names a variable that is not an integer.
     """
@@ -50,6 +52,9 @@ def build_environment(
     if config.user is not None:
         _set_user_vars(env, config.user)
     env.setdefault("PATH", os.defpath)
+    if venv is not None:
+        env["VIRTUAL_ENV"] = venv
+        env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env["PATH"]
     return env
 
 

@@ -19,6 +19,7 @@ from corral.config.model import NAME_RE, AppConfig
 from corral.config.schema import app_from_dict
 from corral.core import paths_check
 from corral.core.app import App
+from corral.core.deploys import DeployManager, check_trigger
 from corral.core.environment import build_environment
 from corral.core.lifecycle import State
 from corral.core.logtail import Source, read_tails
@@ -190,7 +191,14 @@ class Handlers:
             Command.SET_APP_LIMIT: self.set_app_limit,
             Command.RESOLVE_PATHS: self.resolve_paths,
             Command.KILL: self.kill,
+            Command.DEPLOY: self.deploy,
+            Command.ROLLBACK: self.rollback,
+            Command.DEPLOY_HISTORY: self.deploy_history,
+            Command.DEPLOY_OUTPUT: self.deploy_output,
+            Command.RELEASES: self.releases,
+            Command.DEPLOY_KEY: self.deploy_key,
         }
+        self.deploys = DeployManager(supervisor, home.root)
 
     # ------------------------------------------------------------ records
 
@@ -736,6 +744,56 @@ class Handlers:
         log.info("secrets: %d re-encrypted under the new key %s", count, kid)
         return {"rotated": count, "key_id": kid}
 
+    # ------------------------------------------------------------ deploys (SPEC 4)
+
+    def _trigger(self, args: dict[str, Any]) -> str:
+        return check_trigger(args.get("trigger"), f"cli (uid {peer_uid.get()})")
+
+    async def deploy(self, args: dict[str, Any]) -> Any:
+        name = _deploy_app(args)
+        ref = _opt_str(args, "ref")
+        if ref is not None:
+            from corral.deploy.source import SourceError, check_ref
+
+            try:
+                ref = check_ref(ref)
+            except SourceError as exc:
+                raise _bad(f"'ref': {exc.message}") from None
+        return {"deploy": await self.deploys.deploy(name, ref, self._trigger(args))}
+
+    async def rollback(self, args: dict[str, Any]) -> Any:
+        from corral.deploy.layout import is_release_id
+
+        name = _deploy_app(args)
+        release = _opt_str(args, "release")
+        if release is not None and not is_release_id(release):
+            raise _bad(
+                "'release' must be a release id like 20261124T031500Z-1a2b3c4d5e6f, "
+                f"got {release[:80]!r}"
+            )
+        return {"deploy": await self.deploys.rollback(name, release, self._trigger(args))}
+
+    async def deploy_history(self, args: dict[str, Any]) -> Any:
+        limit = args.get("limit", 50)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 200:
+            raise _bad("'limit' must be a whole number from 1 to 200")
+        return await self.deploys.history(_deploy_app(args), limit)
+
+    async def deploy_output(self, args: dict[str, Any]) -> Any:
+        deploy_id = args.get("id")
+        if not isinstance(deploy_id, str):
+            raise _bad("'id' must be a deploy id")
+        return await self.deploys.output(_deploy_app(args), deploy_id)
+
+    async def releases(self, args: dict[str, Any]) -> Any:
+        return await self.deploys.releases(_deploy_app(args))
+
+    async def deploy_key(self, args: dict[str, Any]) -> Any:
+        create = args.get("create", False)
+        if not isinstance(create, bool):
+            raise _bad("'create' must be true or false")
+        return await self.deploys.key(_deploy_app(args), create)
+
     async def kill(self, args: dict[str, Any]) -> Any:
         running = sum(
             1
@@ -745,6 +803,14 @@ class Handlers:
         )
         self._request_shutdown()
         return {"stopped": running}
+
+
+def _deploy_app(args: dict[str, Any]) -> str:
+    """The `app` of a deploy command: one app's name (no ids, `all` or regexes)."""
+    name = args.get("app")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise _bad("'app' must be an app name (letters, digits and . _ : -)")
+    return name
 
 
 def _fully_running(app: App) -> bool:

@@ -180,11 +180,20 @@ class ControlServer:
         if isinstance(logs, str) and logs:
             names = {app.name for app in resolve_many([logs], self.sup.apps.values())}
         want_logs = bool(logs) or (logs is None and "logs" in args)
+        # "deploys": a target, or null for every app; deploy events only go to those who
+        # ask (their output lines would flood the process-table followers).
+        deploys = args.get("deploys", False)
+        deploy_names: set[str] | None = None
+        if isinstance(deploys, str) and deploys:
+            deploy_names = {app.name for app in resolve_many([deploys], self.sup.apps.values())}
+        want_deploys = bool(deploys) or (deploys is None and "deploys" in args)
 
         def accept(event: Event) -> bool:
             kind = event.get("type")
             if kind == "log":
                 return want_logs and (names is None or event.get("name") in names)
+            if kind == "deploy":
+                return want_deploys and (deploy_names is None or event.get("app") in deploy_names)
             return want_events or kind == "dropped"
 
         sub: Subscription = self.sup.events.subscribe(accept)

@@ -12,7 +12,7 @@ import codecs
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,7 +23,7 @@ from corral.core.app_sockets import AppSockets
 from corral.core.channels import InstanceChannels
 from corral.core.cron import CronSchedule
 from corral.core.events import EventBus
-from corral.core.launch import build_launch_spec
+from corral.core.launch import build_launch_spec, release_dir
 from corral.core.lifecycle import Instance, State, Transition
 from corral.core.logcapture import InstanceOutput, LineFormat
 from corral.core.logrotate import RotationPolicy
@@ -90,6 +90,10 @@ class Supervisor:
         nobody can tell which apps would start without the secrets they need."""
         self.settings = settings or Settings(logs_dir.parent / "settings.json")  # tests
         self.logs_dir = logs_dir
+        self.deploys_root = logs_dir.parent / "deploys"
+        """`<home>/deploys`: a git app runs from `<name>/current` there (SPEC 4)."""
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        """Run first by `shutdown` (the deploy manager cancels its builds)."""
         self.store = store
         self.loop = loop
         self.events = EventBus()
@@ -196,10 +200,18 @@ class Supervisor:
 
     # ============================================================ operations
 
+    def awaiting_release(self, app: App) -> bool:
+        """A git app with no release yet: it is not launched until its first deploy, which
+        starts it if it is meant to run (one stat on the loop)."""
+        return app.config.git is not None and release_dir(self.deploys_root, app.name) is None
+
     async def start(self, app: App) -> None:
         app.desired = "running"
         if not app.instances:
             self._resize(app, max(1, app.config.instances))
+        if self.awaiting_release(app):
+            self.persist()
+            return
         for inst in app.sorted_instances():
             inst.start()
         self._start_helpers(app)
@@ -219,6 +231,9 @@ class Supervisor:
     async def restart(self, app: App, reason: str = "restart") -> None:
         app.desired = "running"
         self._resize(app, max(1, app.config.instances))
+        if self.awaiting_release(app):
+            self.persist()
+            return
         for inst in app.sorted_instances():
             inst.restart(reason)
         self._start_helpers(app)
@@ -228,7 +243,7 @@ class Supervisor:
     async def reload(self, app: App, parallel: int | None = None) -> None:
         """Replace every instance without downtime (SPEC 1.6); raise ProtocolError if a
         replacement does not become ready: the instances not yet replaced keep serving."""
-        if app.config.reload_mode == "restart":
+        if app.config.reload_mode == "restart" or self.awaiting_release(app):
             await self.restart(app, "reload")
             return
         app.desired = "running"
@@ -280,6 +295,18 @@ class Supervisor:
         await self.wait([old], SETTLED)
         return None
 
+    async def started_problem(self, app: App) -> str | None:
+        """After a start: why an instance is not serving (as a reload judges a
+        replacement), or None when every one is."""
+        instances = app.sorted_instances()
+        problems = await asyncio.gather(*(self._until_ready(inst) for inst in instances))
+        found = [
+            f"instance {inst.number}: {why}"
+            for inst, why in zip(instances, problems, strict=True)
+            if why
+        ]
+        return "; ".join(found) or None
+
     async def _until_ready(self, inst: Instance) -> str | None:
         """Ready: READY=1 or a health check when configured, else up for min_uptime."""
         cfg = inst.config
@@ -304,7 +331,7 @@ class Supervisor:
         self._set_config(app, dataclasses.replace(app.config, instances=count))
         if count > current:
             added = self._resize(app, count)
-            if app.desired == "running":
+            if app.desired == "running" and not self.awaiting_release(app):
                 for inst in added:
                     inst.start("scale")
                 await self.wait(added, STARTED)
@@ -370,6 +397,7 @@ class Supervisor:
                 extra_env=self.channels.open(inst),
                 listen_fds=fds,
                 listen_names=names,
+                release=release_dir(self.deploys_root, app.name) if app.config.git else None,
             )
             return spec, self._output_for(app, inst.number)
 
@@ -784,6 +812,11 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Stop every app gracefully but keep what each app should be (for the restore)."""
+        for hook in self.shutdown_hooks:
+            try:
+                await hook()
+            except Exception:  # stopping the apps matters more
+                log.exception("shutdown hook failed")
         desired = {app.id: app.desired for app in self.apps.values()}
         grace = max((app.config.kill_timeout for app in self.apps.values()), default=0.0)
         for app in self.apps.values():

@@ -295,6 +295,7 @@ def test_every_verb_parses_alone_or_with_a_target() -> None:
         "env": ["a"],
         "set": ["logs.retain", "3"],
         "secret": ["ls"],
+        "deploy": ["a"],
     }
     for verb in VERBS:
         assert parse([verb, *needs.get(verb, [])]).verb == verb
