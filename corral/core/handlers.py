@@ -17,7 +17,7 @@ from corral import __version__
 from corral.config.errors import ConfigError
 from corral.config.model import NAME_RE, AppConfig
 from corral.config.schema import app_from_dict
-from corral.core import paths_check
+from corral.core import apps_check, paths_check
 from corral.core.app import App
 from corral.core.deploys import DeployManager, check_trigger
 from corral.core.environment import build_environment
@@ -190,6 +190,7 @@ class Handlers:
             Command.SECRET_ROTATE: self.secret_rotate,
             Command.SET_APP_LIMIT: self.set_app_limit,
             Command.RESOLVE_PATHS: self.resolve_paths,
+            Command.CHECK_APPS: self.check_apps,
             Command.KILL: self.kill,
             Command.DEPLOY: self.deploy,
             Command.ROLLBACK: self.rollback,
@@ -555,6 +556,15 @@ class Handlers:
         except BadRequest as exc:
             raise _bad(str(exc)) from None
         return await asyncio.to_thread(paths_check.resolve_paths, home, entries)
+
+    async def check_apps(self, args: dict[str, Any]) -> Any:
+        """Validate a tenant's app settings with this daemon's rights (see apps_check)."""
+        home = tenant_home(self.home.root)
+        try:
+            apps, source = apps_check.parse_request(args)
+            return await asyncio.to_thread(apps_check.check_apps, home, apps, source)
+        except (BadRequest, ConfigError) as exc:
+            raise _bad(str(exc)) from None
 
     # ------------------------------------------------------------ app limit (SPEC 2.2)
 

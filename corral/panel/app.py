@@ -19,6 +19,7 @@ from corral.panel.routing import registry
 from corral.panel.security.headers import SecurityHeadersMiddleware
 from corral.panel.services import Panel
 from corral.panel.templating import Templates
+from corral.panel.webhooks.endpoint import hook_routes
 
 if TYPE_CHECKING:
     from corral.panel.gateway import DaemonStarter
@@ -37,6 +38,7 @@ ROUTE_MODULES = (
     "corral.panel.routes.audit",
     "corral.panel.routes.metrics",
     "corral.panel.routes.openapi",
+    "corral.panel.routes.hooks",
 )
 
 BackgroundTask = Callable[[Panel], contextlib.AbstractAsyncContextManager[None]]
@@ -77,6 +79,7 @@ def create_app(
     app = Starlette(
         routes=[
             *registry.routes(panel),
+            *hook_routes(panel),  # public, session-less: outside the table's wrapper
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[

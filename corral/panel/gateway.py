@@ -633,6 +633,21 @@ class TenantDaemon:
                 follow.close()  # never blocks: the reader thread closes the socket
             room.release()  # a reader waiting for room sees `stop`
 
+    # --- isolated mode: app settings judged with the tenant's rights
+
+    def check_apps(self, apps: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+        """Validate raw app settings (as a config file has them, at most 64) in the daemon,
+        with the tenant's rights: one `AppConfig.to_dict()` each, in order. A bad app is a
+        Refused (invalid_argument) whose message names the app and the key."""
+        answers = self.call("check_apps", apps=apps, source=source)
+        if (
+            not isinstance(answers, list)
+            or len(answers) != len(apps)
+            or not all(isinstance(a, dict) for a in answers)
+        ):
+            raise GatewayError("the daemon's check_apps answer does not match the request")
+        return [dict(a) for a in answers]
+
 
 def _open(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -152,3 +152,25 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class DeployHook(Base):
+    """An app's deploy webhook (SPEC 4): `public_id` is the `<app id>` of its URL. The token
+    is kept as its SHA-256 (`token_sha256`) for the header formats, and sealed with
+    AES-256-GCM under the panel's key file (`signing_key`, bound to `public_id`) because a
+    GitHub signature needs the secret itself: the database alone never yields a token."""
+
+    __tablename__ = "deploy_hooks"
+    __table_args__ = (UniqueConstraint("tenant_id", "app"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    app: Mapped[str] = mapped_column(String(128))
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    signing_key: Mapped[str] = mapped_column(Text)
+    """JSON {"kid", "nonce", "ct"} (corral.secrets.cipher.Sealed)."""
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(64))
+    rotated_at: Mapped[float | None] = mapped_column(Float, default=None)
+    last_used_at: Mapped[float | None] = mapped_column(Float, default=None)
