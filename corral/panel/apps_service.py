@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
+from corral.config.errors import ConfigError
 from corral.config.model import AppConfig
+from corral.config.schema import app_from_dict, app_from_mapping
 from corral.panel.confine import confine
 from corral.panel.gateway import (
     DaemonDown,
@@ -30,6 +32,9 @@ from corral.panel.gateway import (
 from corral.panel.validation import (
     MAX_INSTANCES,
     TEXT_FORMATS,
+    AppRefused,
+    Build,
+    Check,
     Confiner,
     FieldErrors,
     config_text_to_apps,
@@ -284,19 +289,47 @@ def _tenant(ctx: Ctx) -> TenantRef:
     return ctx.tenant
 
 
-def confined(ctx: Ctx, action: str, run: Callable[[Confiner], Checked]) -> Checked:
-    """`run` with each of the tenant's paths checked where the tenant's rights apply: by
-    the tenant's daemon (`resolve_paths`, batched) in isolated mode, where the panel's uid
-    cannot see a tenant's private folders and must not judge with its own rights; in this
-    process in development mode (one uid for all). A daemon failure is audited under
-    `action` and raised as ActionFailed."""
+def confined(ctx: Ctx, action: str, run: Callable[[Confiner, Build], Checked]) -> Checked:
+    """`run` with each of the tenant's paths checked, and each app validated, where the
+    tenant's rights apply: by the tenant's daemon (`resolve_paths` and `check_apps`,
+    batched) in isolated mode, where the panel's uid cannot see a tenant's private
+    folders and must not judge with its own rights; in this process in development mode
+    (one uid for all). A daemon failure is audited under `action` and raised as
+    ActionFailed."""
     if not ctx.panel.config.isolated:
-        return run(confine)
+        return run(confine, app_from_mapping)
+    daemon = _daemon(ctx)
     try:
-        return resolving_with(_daemon(ctx).resolve_paths, run)
+        return resolving_with(daemon.resolve_paths, _checker(daemon), run)
     except GatewayError as exc:
         ctx.audit(action, "failed", detail=f"checking paths: {exc.message}")
         raise failure_of(exc) from None
+
+
+def _checker(daemon: TenantDaemon) -> Check:
+    """The daemon's `check_apps`: a refused app is AppRefused (a mistake of the user's), a
+    malformed answer a GatewayError."""
+
+    def check(apps: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+        try:
+            checked = daemon.check_apps(apps, source)
+        except Refused as exc:
+            if exc.code is ErrorCode.INVALID_ARGUMENT:
+                raise AppRefused(exc.message) from None
+            raise
+        for raw, config in zip(apps, checked, strict=True):
+            try:
+                app = app_from_dict(config)
+            except ConfigError as exc:
+                raise GatewayError(f"the daemon's check_apps answer is malformed: {exc}") from None
+            name = raw.get("name")
+            if isinstance(name, str) and app.name != name:
+                raise GatewayError(
+                    f"the daemon's check_apps answered for {app.name!r}, not {name!r}"
+                )
+        return checked
+
+    return check
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -449,7 +482,9 @@ def create(ctx: Ctx, data: Mapping[str, Any]) -> Done:
     form, errors = _form_text(data)
     name = form.get("name", "").strip()[:80] or None
     try:
-        config = confined(ctx, "app.create", lambda c: validate_app_form(form, tenant.home, c))
+        config = confined(
+            ctx, "app.create", lambda c, b: validate_app_form(form, tenant.home, c, b)
+        )
     except FieldErrors as exc:
         errors = exc.errors | errors
     if errors:
@@ -476,7 +511,7 @@ def import_apps(ctx: Ctx, text: str, fmt: str) -> list[Done]:
             expected = ", ".join(IMPORT_FORMATS)
             raise FieldErrors({"format": f"expected one of {expected}, got {fmt!r}"})
         configs = confined(
-            ctx, "app.create", lambda c: config_text_to_apps(text, fmt, tenant.home, c)
+            ctx, "app.create", lambda c, b: config_text_to_apps(text, fmt, tenant.home, c, b)
         )
         reserved = {
             f"apps[{i}].name": f"{c['name']!r} is reserved: /t/<tenant>/apps/{c['name']} is "
@@ -621,7 +656,7 @@ def parse_config(ctx: Ctx, name: str, text: str, fmt: str) -> dict[str, Any]:
     if fmt not in FORMATS:
         raise FieldErrors({"format": f"expected yaml, json or toml, got {fmt!r}"})
     home = _tenant(ctx).home
-    apps = confined(ctx, "app.config", lambda c: config_text_to_apps(text, fmt, home, c))
+    apps = confined(ctx, "app.config", lambda c, b: config_text_to_apps(text, fmt, home, c, b))
     if len(apps) != 1:
         raise FieldErrors({"config": f"expected exactly one app, found {len(apps)}"})
     config = apps[0]

@@ -5,10 +5,14 @@ message)`. Whole app forms and config texts: every field is checked and every mi
 collected into one `FieldErrors`, then the result goes through the same validation the
 daemon uses (`corral.config.schema.app_from_mapping`), so what the panel accepts is
 exactly what corral accepts. Every path must resolve inside the tenant's home (SPEC 2.2).
+In isolated mode both the paths and that validation are the tenant's daemon's
+(`resolving_with`): the panel's uid cannot see inside a tenant's private folders.
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import math
 import os
 import re
@@ -20,10 +24,10 @@ from typing import Any, Literal, Protocol, TypeVar
 import yaml
 
 from corral.config import loader
-from corral.config.errors import ConfigError, short_repr
+from corral.config.errors import ConfigError, UnknownKeyError, short_repr
 from corral.config.model import NAME_RE, AppConfig
 from corral.config.procfile import procfile_apps
-from corral.config.schema import DISCARD, app_from_mapping, peek_name
+from corral.config.schema import DISCARD, app_from_dict, app_from_mapping, peek_name
 from corral.config.units import parse_duration, parse_signal, parse_size
 from corral.core.cron import validate as validate_cron
 from corral.core.listen import parse_listen
@@ -79,6 +83,16 @@ class Confiner(Protocol):
         must_exist: bool = False,
         kind: Kind = "any",
     ) -> Path: ...
+
+
+class Build(Protocol):
+    """Validates one app's raw settings into an AppConfig, as `app_from_mapping` does
+    (default: in this process; in isolated mode `resolving_with` asks the tenant's
+    daemon, which looks the files up with the tenant's rights)."""
+
+    def __call__(
+        self, raw: Mapping[str, Any], *, source: str, base_dir: Path, index: int | None = None
+    ) -> AppConfig: ...
 
 
 class FieldError(ValueError):
@@ -531,7 +545,10 @@ class _AppForm:
 
 
 def validate_app_form(
-    form: Mapping[str, str], tenant_home: Path, confiner: Confiner = confine
+    form: Mapping[str, str],
+    tenant_home: Path,
+    confiner: Confiner = confine,
+    build: Build = app_from_mapping,
 ) -> dict[str, Any]:
     """The app a creation or edit form describes, as the daemon's `start` takes it
     (`AppConfig.to_dict()`); FieldErrors with every field's mistake otherwise.
@@ -539,15 +556,15 @@ def validate_app_form(
     An empty field means corral's default. Checkboxes are on/off (an unchecked box sends
     nothing: pair it with a hidden "off" field before it). script and cwd (and log files,
     watched paths, unix sockets) must resolve inside `tenant_home`; a relative script is
-    taken from cwd, cwd from the home. `confiner` checks each path (default: in this
-    process; `resolving_with` asks the tenant's daemon).
+    taken from cwd, cwd from the home. `confiner` checks each path and `build` validates
+    the whole (default: in this process; `resolving_with` asks the tenant's daemon).
     """
     checker = _AppForm(form, tenant_home, confiner)
     values = checker.run()
     if checker.errors:
         raise FieldErrors(checker.errors)
     try:
-        app = app_from_mapping(values, source="form", base_dir=tenant_home)
+        app = build(values, source="form", base_dir=tenant_home)
         _confine_app(app, tenant_home, confiner)
     except ConfigError as exc:
         field = exc.key if exc.key in FORM_FIELDS else NON_FIELD
@@ -658,7 +675,9 @@ def _tilde_paths(raw: Mapping[Any, Any]) -> None:
                 )
 
 
-def _config_app(raw: Any, index: int, home: Path, confine: Confiner) -> dict[str, Any]:
+def _config_app(
+    raw: Any, index: int, home: Path, confine: Confiner, build: Build
+) -> dict[str, Any]:
     if isinstance(raw, Mapping):
         for key in raw:
             if key in _REFUSED_KEYS:
@@ -683,13 +702,19 @@ def _config_app(raw: Any, index: int, home: Path, confine: Confiner) -> dict[str
                     confine(home, value, base=base)
                 except PathOutsideHome as exc:
                     raise FieldError(key, str(exc)) from None
-    app = app_from_mapping(raw, source="config", base_dir=home, index=index)
+    if not isinstance(raw, Mapping):  # said by app_from_mapping, in the panel's words
+        app_from_mapping(raw, source="config", base_dir=home, index=index)
+    app = build(raw, source="config", base_dir=home, index=index)
     _confine_app(app, home, confine)
     return app.to_dict()
 
 
 def config_text_to_apps(
-    text: str, fmt: TextFormat, tenant_home: Path, confiner: Confiner = confine
+    text: str,
+    fmt: TextFormat,
+    tenant_home: Path,
+    confiner: Confiner = confine,
+    build: Build = app_from_mapping,
 ) -> list[dict[str, Any]]:
     """The apps of a config text (YAML, JSON or TOML, as in a corral.yaml, or a Procfile's
     `name: command` lines), validated as `corral start` would, every path confined to
@@ -708,7 +733,7 @@ def config_text_to_apps(
     errors: dict[str, str] = {}
     for index, raw in enumerate(raws):
         try:
-            apps.append(_config_app(raw, index, tenant_home, confiner))
+            apps.append(_config_app(raw, index, tenant_home, confiner, build))
         except ConfigError as exc:
             where = f"apps[{index}]" + (f".{exc.key}" if exc.key else "")
             errors[where] = _located(lines, index, exc.key, raw, exc.message)
@@ -738,11 +763,26 @@ def _located(
 # --- Paths checked by the tenant's daemon (isolated mode) ---
 
 MAX_RESOLVE_BATCH = 64
-"""Entries per `resolve_paths` request (the daemon's limit)."""
-MAX_RESOLVE_ROUNDS = 4
+"""Entries per `resolve_paths` or `check_apps` request (the daemon's limit)."""
+MAX_RESOLVE_ROUNDS = 6
+"""Paths, then the apps, then their resolved paths; one more for a wrong guess."""
 
 Resolve = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 """Sends `resolve_paths` entries to the tenant's daemon; its answers, in order."""
+Check = Callable[[list[dict[str, Any]], str], list[dict[str, Any]]]
+"""Sends raw app settings and their source to the tenant's daemon (`check_apps`); one
+AppConfig dict each, in order, or AppRefused."""
+_AppKey = tuple[str, str]
+"""(the app's raw settings as JSON, source)"""
+
+
+class AppRefused(Exception):
+    """The tenant's daemon refused an app it was asked to check; `str()` is its message
+    ("<source>: app 'web': key 'script': no such file or program: ...")."""
+
+
+class _Pending(ConfigError):
+    """Not a mistake: the tenant's daemon has not judged this app yet (a later pass will)."""
 
 
 class _Asking:
@@ -783,26 +823,128 @@ class _Asking:
         raise PathOutsideHome(str(answer.get("error") or f"{user_path!r} cannot be used"))
 
 
-def resolving_with(resolve: Resolve, run: Callable[[Confiner], T]) -> T:
-    """`run(confiner)` with every path checked by the tenant's daemon (isolated mode: the
-    panel's uid cannot see a tenant's private folders, and must not judge with its own
-    rights). A first pass notes the paths asked (with guesses), one `resolve_paths`
-    request answers them all, and the pass that needs no new answer is the result; a
-    guess that proved wrong (a symlinked cwd) costs one more round."""
+class _Building:
+    """A Build answering from the daemon's `check_apps` answers. An app not asked yet is
+    noted (once every path before it is answered: never with guessed paths) and is a
+    _Pending error for this pass."""
+
+    def __init__(self, answers: dict[_AppKey, dict[str, Any] | ConfigError], paths: _Asking):
+        self.answers = answers
+        self.paths = paths
+        self.missing: dict[_AppKey, dict[str, Any]] = {}
+
+    def __call__(
+        self, raw: Mapping[str, Any], *, source: str, base_dir: Path, index: int | None = None
+    ) -> AppConfig:
+        label = None if index is None else f"apps[{index}]"
+        settings = _wire_settings(raw, source, label)
+        key = (json.dumps(settings, sort_keys=True), source)
+        answer = self.answers.get(key)
+        if answer is None:
+            if not self.paths.missing:
+                self.missing.setdefault(key, settings)
+            raise _Pending(source, "not checked yet", app=label)
+        if isinstance(answer, ConfigError):
+            raise type(answer)(source, answer.message, app=answer.app or label, key=answer.key)
+        return app_from_dict(answer, source="the tenant's daemon")
+
+
+def _wire_settings(raw: Mapping[Any, Any], source: str, label: str | None) -> dict[str, Any]:
+    """A JSON copy of an app's settings, to send; a value JSON cannot carry (a YAML or
+    TOML date) is a ConfigError naming its key, as corral would refuse it anyway."""
+    for key, value in raw.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            message = f"expected text, a number, a list or a mapping, got {short_repr(value)}"
+            raise ConfigError(source, message, app=label, key=str(key)) from None
+    try:
+        settings: dict[str, Any] = json.loads(json.dumps(raw))
+    except (TypeError, ValueError):
+        raise ConfigError(source, "the app's keys must be text", app=label) from None
+    return settings
+
+
+_APP_LABEL_RE = re.compile(r"(apps\[\d+\]|app '[^']*'): ")
+_KEY_RE = re.compile(r"(unknown )?key ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")(: )?", re.S)
+
+
+def daemon_config_error(message: str, source: str) -> ConfigError:
+    """The ConfigError a daemon's `check_apps` refusal stands for: its message is
+    `str(ConfigError)` ("<source>: <app>: key '<key>': <what>"), and the key is what the
+    panel files the mistake under."""
+    rest = message.removeprefix(f"{source}: ")
+    app = None
+    label = _APP_LABEL_RE.match(rest)
+    if label is not None:
+        # "apps[i]" counts the daemon's batch, not the panel's config: the panel's own
+        # label is used instead.
+        app = None if label[1].startswith("apps[") else label[1][len("app '") : -1]
+        rest = rest[label.end() :]
+    found = _KEY_RE.match(rest)
+    if found is not None:
+        try:
+            key = ast.literal_eval(found[2])
+        except (ValueError, SyntaxError):
+            key = None
+        if isinstance(key, str) and found[1] and not found[3]:
+            return UnknownKeyError(source, rest, app=app, key=key)
+        if isinstance(key, str) and not found[1] and found[3]:
+            return ConfigError(source, rest[found.end() :], app=app, key=key)
+    return ConfigError(source, rest, app=app)
+
+
+def _ask_apps(
+    check: Check,
+    missing: Mapping[_AppKey, dict[str, Any]],
+    answers: dict[_AppKey, dict[str, Any] | ConfigError],
+) -> None:
+    """One `check_apps` request per source and 64 apps; a refused batch is asked again
+    app by app, so that every app's mistake is found, as in development mode."""
+    by_source: dict[str, list[_AppKey]] = {}
+    for key in missing:
+        by_source.setdefault(key[1], []).append(key)
+    for source, keys in by_source.items():
+        for start in range(0, len(keys), MAX_RESOLVE_BATCH):
+            chunk = keys[start : start + MAX_RESOLVE_BATCH]
+            try:
+                checked = check([missing[key] for key in chunk], source)
+            except AppRefused as exc:
+                if len(chunk) == 1:
+                    answers[chunk[0]] = daemon_config_error(str(exc), source)
+                else:
+                    for key in chunk:
+                        _ask_apps(check, {key: missing[key]}, answers)
+                continue
+            answers.update(zip(chunk, checked, strict=True))
+
+
+def resolving_with(resolve: Resolve, check: Check, run: Callable[[Confiner, Build], T]) -> T:
+    """`run(confiner, build)` with every path checked and every app validated by the
+    tenant's daemon (isolated mode: the panel's uid cannot see a tenant's private folders,
+    and must not judge with its own rights). A pass notes the paths asked (answered with
+    lexical guesses) and the apps whose paths are all answered; one `resolve_paths` and one
+    `check_apps` request answer them, and the pass that needs no new answer is the result:
+    paths of the form, then the apps, then the paths the daemon resolved them to (which
+    must be inside the home). A guess that proved wrong (a symlinked cwd) costs one more
+    round."""
     answers: dict[tuple[str, str | None, bool, str], dict[str, Any]] = {}
+    built: dict[_AppKey, dict[str, Any] | ConfigError] = {}
     for _ in range(MAX_RESOLVE_ROUNDS):
         confiner = _Asking(answers)
+        builder = _Building(built, confiner)
         try:
-            result = run(confiner)
+            result = run(confiner, builder)
         except (FieldErrors, FieldError, ConfigError, PathOutsideHome):
-            if not confiner.missing:
+            if not (confiner.missing or builder.missing):
                 raise
         else:
-            if not confiner.missing:
+            if not (confiner.missing or builder.missing):
                 return result
         keys = confiner.missing
         for start in range(0, len(keys), MAX_RESOLVE_BATCH):
             chunk = keys[start : start + MAX_RESOLVE_BATCH]
             entries = [{"path": p, "base": b, "must_exist": m, "kind": k} for p, b, m, k in chunk]
             answers.update(zip(chunk, resolve(entries), strict=True))
+        _ask_apps(check, builder.missing, built)
     raise FieldErrors({NON_FIELD: "the paths could not be checked; try again"})

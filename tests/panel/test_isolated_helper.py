@@ -188,11 +188,6 @@ def test_the_tenants_daemon_checks_paths_the_panel_cannot_see(iso: Isolated) -> 
     assert not (iso.panel_home / "x.log").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app_from_mapping (corral/config/schema.py) still looks the script up with the "
-    "panel's rights after the daemon's resolve_paths accepted it: 'no such file or program'",
-)
 def test_an_app_in_a_private_folder_of_the_tenant_is_created_and_runs(iso: Isolated) -> None:
     name, user = private_app(iso)
     created, listed = iso.requests(
@@ -208,3 +203,57 @@ def test_an_app_in_a_private_folder_of_the_tenant_is_created_and_runs(iso: Isola
     pids = [m["pid"] for m in web["members"]]
     assert pids and all(pids)
     assert {psutil.Process(pid).uids().real for pid in pids} == {user.pw_uid}
+
+
+def test_private_apps_import_and_edit_and_the_daemons_refusals_name_the_field(
+    iso: Isolated,
+) -> None:
+    """Import and config edit of apps in a 0700 folder work; what the tenant's daemon
+    refuses (a file the tenant cannot read, though the panel's uid can; a missing file; a
+    bad interpreter; an unknown key) is named by field, as in development mode."""
+    name, user = private_app(iso)
+    home = iso.tenants_dir / name
+    theirs = home / "theirs.py"  # the panel user's, 0600: the tenant cannot read it
+    theirs.write_text(SLEEPER)
+    os.chown(theirs, iso.panel.pw_uid, iso.panel.pw_gid)
+    theirs.chmod(0o600)
+    api = f"/api/v1/tenants/{name}/apps"
+    two = (
+        "apps:\n  - name: web\n    cwd: app\n    script: server.py\n"
+        "  - name: worker\n    script: app/server.py\n"
+    )
+    bad = (
+        "apps:\n  - name: a\n    script: app/nope.py\n  - name: b\n    script: theirs.py\n"
+        "  - name: c\n    cwd: app\n    script: server.py\n    interpreter: /nonexistent/py\n"
+    )
+    edit = "apps:\n  - name: web\n    cwd: app\n    script: server.py\n    env:\n      X: '1'\n"
+    typo = "apps:\n  - name: web\n    script: app/server.py\n    restart_dealy: 1s\n"
+    imported, unreadable, refused, edited, mistyped, listed = iso.requests(
+        {"method": "POST", "path": f"{api}/import", "json": {"text": two}},
+        {"method": "POST", "path": api, "json": {"name": "x", "script": "theirs.py"}},
+        {"method": "POST", "path": f"{api}/import", "json": {"text": bad}},
+        {"method": "PUT", "path": f"{api}/web/config", "json": {"text": edit}},
+        {"method": "PUT", "path": f"{api}/web/config", "json": {"text": typo}},
+        {"method": "GET", "path": api},
+    )
+    assert imported["status"] == 201, imported
+    assert unreadable["status"] == 422, unreadable
+    assert unreadable["body"]["errors"] == {
+        "script": f"'{home}/theirs.py' cannot be read by user {name!r} (permission denied)"
+    }
+    assert refused["status"] == 422, refused
+    errors = refused["body"]["errors"]
+    assert set(errors) == {"apps[0].script", "apps[1].script", "apps[2].interpreter"}, errors
+    assert errors["apps[0].script"].startswith("line 3: app 'a': no such file or program")
+    assert "cannot be read" in errors["apps[1].script"]
+    assert "'/nonexistent/py' is not an executable file" in errors["apps[2].interpreter"]
+    assert edited["status"] == 200, edited
+    assert mistyped["status"] == 422, mistyped
+    assert list(mistyped["body"]["errors"]) == ["apps[0].restart_dealy"], mistyped
+    apps = {app["name"]: app for app in listed["body"]["apps"]}
+    assert set(apps) == {"web", "worker"}
+    pids = [m["pid"] for app in apps.values() for m in app["members"]]
+    assert len(pids) == 2 and all(pids)
+    assert {psutil.Process(pid).uids().real for pid in pids} == {user.pw_uid}
+    [env] = daemon_call(home, "env", target="web")
+    assert env["env"]["X"] == "1"  # the edited config was applied
