@@ -35,16 +35,18 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from corral.panel.app import load_routes
-from corral.panel.db.models import Tenant
+from corral.panel.db.models import DeployHook, Tenant
 from corral.panel.gateway import NoAutostart
 from corral.panel.permissions import ADMIN, PUBLIC, USER, Need, Right, tenant
 from corral.panel.routing import RouteSpec, registry
 from corral.panel.services import Panel, TenantRef
+from corral.panel.webhooks import service as webhooks
 from tests.conftest import Corral, wait_for
 from tests.support.panel import (
     DATABASES,
@@ -135,6 +137,11 @@ NEEDS: dict[tuple[str, str], Need] = {
     ("GET", f"{APIA}/env"): MANAGE,
     ("PUT", f"{APIA}/env/{{var}}"): MANAGE,
     ("DELETE", f"{APIA}/env/{{var}}"): MANAGE,
+    # the deploy webhook: manage (SPEC 2.3); the public /hooks/deploy/{hook_id} is outside
+    # the table (no session: tests/panel/test_webhooks.py)
+    **{("POST", f"{TA}/webhook/{verb}"): MANAGE for verb in ("enable", "rotate", "disable")},
+    ("GET", f"{APIA}/webhook"): MANAGE,
+    **{("POST", f"{APIA}/webhook/{verb}"): MANAGE for verb in ("enable", "rotate", "disable")},
     # read, follow, download, clear logs: logs
     ("GET", f"{TA}/logs"): LOGS,
     ("POST", f"{TA}/logs/clear"): LOGS,
@@ -555,6 +562,35 @@ def _login(world: World, actor: Actor, case: Case) -> None:
     }
 
 
+def _hook_digest(world: World) -> str | None:
+    with world.panel.database.session() as db:
+        row = db.scalar(
+            select(DeployHook).where(DeployHook.tenant_id == world.a.id, DeployHook.app == APP)
+        )
+        return row.token_sha256 if row else None
+
+
+def _webhook(verb: str) -> Builder:
+    """Enable acts on an app without a hook, rotate and disable on one with a hook."""
+
+    def build(world: World, actor: Actor, case: Case) -> None:
+        with contextlib.suppress(webhooks.HookError):
+            webhooks.disable(world.panel, world.a, APP)
+        if verb != "enable":
+            webhooks.enable(world.panel, world.a, APP, "matrix")
+        before = _hook_digest(world)
+
+        def after(allowed: bool) -> None:
+            now = _hook_digest(world)
+            changed = {"enable": now is not None, "rotate": now not in (None, before),
+                       "disable": now is None}[verb]  # fmt: skip
+            _assert(changed == allowed, "webhook")
+
+        case.after = after
+
+    return build
+
+
 def _assert(condition: bool, what: str) -> None:
     assert condition, f"the {what} was (not) changed against the verdict"
 
@@ -581,6 +617,8 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("PUT", f"{APIA}/env/{{var}}"): _new_secret,
     ("POST", f"{TA}/env/remove"): _doomed_secret,
     ("DELETE", f"{APIA}/env/{{var}}"): _doomed_secret,
+    **{(m, f"{base}/webhook/{verb}"): _webhook(verb)
+       for m, base in (("POST", TA), ("POST", APIA)) for verb in ("enable", "rotate", "disable")},
     # admin: users (the {user_id} routes act on "target"; delete on a throw-away user)
     ("POST", "/admin/users"): lambda w, a, c: setattr(
         c, "body", {"username": w.fresh("made"), "password": PASSWORD}),
@@ -638,6 +676,9 @@ OK: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/account/tokens"): (200,),  # the new token is shown once, on the page
     ("POST", "/account/totp/setup"): (200,),
     ("POST", f"{U}/password"): (200,),  # the page, saying the user was logged out
+    ("POST", f"{TA}/webhook/enable"): (200,),  # the token is shown once, on the page
+    ("POST", f"{TA}/webhook/rotate"): (200,),
+    ("POST", f"{APIA}/webhook/enable"): (201,),
     # refused by validation after the permission check: proof that the endpoint ran
     **{key: (422,) for key in (
         ("POST", "/account/password"), ("POST", "/api/v1/account/password"),
