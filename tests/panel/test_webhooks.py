@@ -548,3 +548,38 @@ def test_limiter_and_delivery_memory_units() -> None:
     assert memory.first_time("other", "d")
     clock.now += 61
     assert memory.first_time("h", "d")
+
+
+def test_removing_a_tenant_removes_its_hooks(tmp_path: Path) -> None:
+    """The hooks go with their tenant (ON DELETE CASCADE): a later tenant of the same name
+    never inherits a URL and token."""
+    app, panel = make_app(tmp_path / "panel", starter=NoAutostart(), allowed_hosts=("testserver",))
+    try:
+        tenant = add_tenant(panel, "gone", tmp_path / "gone")
+        issued = service.enable(panel, tenant, "web", "tester")
+        with panel.database.session() as db:
+            db.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": tenant.id})
+        with panel.database.session() as db:
+            assert db.scalar(select(DeployHook)) is None
+        answer = TestClient(app).post(
+            f"/hooks/deploy/{issued.public_id}", headers={"X-Corral-Token": issued.token}
+        )
+        assert (answer.status_code, answer.json()) == (403, DENIED_BODY)
+    finally:
+        panel.database.close()
+
+
+def test_the_view_gives_the_full_url_when_the_public_origin_is_known(tmp_path: Path) -> None:
+    _app, panel = make_app(
+        tmp_path / "panel", starter=NoAutostart(), public_origin="https://panel.example.com/"
+    )
+    try:
+        tenant = add_tenant(panel, "t", tmp_path / "t")
+        assert service.webhook_view(panel, tenant, "web")["enabled"] is False
+        issued = service.enable(panel, tenant, "web", "tester")
+        view = service.webhook_view(panel, tenant, "web", issued)
+        assert view["url"] == f"https://panel.example.com/hooks/deploy/{issued.public_id}"
+        assert view["token"] == issued.token
+        assert service.webhook_view(panel, tenant, "web")["token"] is None
+    finally:
+        panel.database.close()
