@@ -23,7 +23,7 @@ import pytest
 from corral.panel.helper_client import HelperClient, HelperError
 from corral.protocol.wire import ErrorCode
 from tests.conftest import wait_for
-from tests.support.isolation import Isolated, daemon_call, isolated_panel
+from tests.support.isolation import Isolated, daemon_call, isolated_panel, run_as
 from tests.support.otheruid import (
     can_switch_users,
 )
@@ -257,3 +257,31 @@ def test_private_apps_import_and_edit_and_the_daemons_refusals_name_the_field(
     assert {psutil.Process(pid).uids().real for pid in pids} == {user.pw_uid}
     [env] = daemon_call(home, "env", target="web")
     assert env["env"]["X"] == "1"  # the edited config was applied
+
+
+def test_a_daemon_the_tenant_started_itself_locks_the_panel_out_and_opens_nothing(
+    iso: Isolated,
+) -> None:
+    """The tenant's own CLI autostarts a daemon without the panel's ids: `.corral` is
+    tightened to 0700 and the socket is 0600. The panel then fails closed: every request
+    for that tenant is a clear 503, nothing is created, and nothing is opened up again."""
+    name = iso.name()
+    made = iso.request("POST", "/api/v1/admin/tenants", {"name": name, "app_limit": 3})
+    assert made["status"] == 201, made
+    user = pwd.getpwnam(name)
+    home = iso.tenants_dir / name
+    listed = run_as(user, ["-m", "corral", "ls"], home=home)
+    assert listed.returncode == 0, listed.stderr
+    corral, sock = home / ".corral", home / ".corral" / "corral.sock"
+    assert (corral.stat().st_mode & 0o7777, sock.stat().st_mode & 0o777) == (0o700, 0o600)
+
+    api = f"/api/v1/tenants/{name}/apps"
+    apps, created = iso.requests(
+        {"method": "GET", "path": api},
+        {"method": "POST", "path": api, "json": {"name": "web", "script": "server.py"}},
+    )
+    for answer in (apps, created):
+        assert answer["status"] == 503, answer
+        assert answer["body"]["error"] == f"cannot reach the daemon at {sock}: Permission denied"
+    assert daemon_call(home, "list") == []  # root may still ask it: nothing was started
+    assert (corral.stat().st_mode & 0o7777, sock.stat().st_mode & 0o777) == (0o700, 0o600)
