@@ -583,3 +583,18 @@ def test_the_view_gives_the_full_url_when_the_public_origin_is_known(tmp_path: P
         assert service.webhook_view(panel, tenant, "web")["token"] is None
     finally:
         panel.database.close()
+
+
+def test_a_daemon_that_cannot_be_reached_is_503_and_the_delivery_may_come_again(
+    w: World,
+) -> None:
+    """The panel's own failure: audited as failed, and GitHub's redelivery is not a replay."""
+    down = add_tenant(w.panel, "down", w.home.parent / "down")  # no daemon runs there
+    issued = service.enable(w.panel, down, "down", "tester")
+    since = last_audit_id(w.panel)
+    headers = github_headers(issued.token, push(), delivery="again")
+    for _ in range(2):
+        answer = hook(w, issued.public_id, body=push(), headers=headers)
+        assert answer.status_code == 503, answer.text
+    entries = hook_entries(w, since)
+    assert [(e.result, e.tenant, e.app) for e in entries] == [("failed", "down", "down")] * 2

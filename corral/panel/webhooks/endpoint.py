@@ -223,6 +223,8 @@ def _deliver(delivery: _Delivery, creds: Credentials, body: bytes, headers: Any)
         raise _Stop(_json(409, {"error": str(exc)}), "failed", str(exc)) from None
     except GatewayError as exc:
         status = 503 if isinstance(exc, DaemonDown) else 502
+        if creds.format == "github":  # our failure: GitHub's "Redeliver" must work
+            state.deliveries.forget(delivery.hook_id, creds.delivery)
         raise _Stop(_json(status, {"error": str(exc)}), "failed", str(exc)) from None
     service.mark_used(panel, delivery.hook_id)
     record = answer.get("deploy", {}) if isinstance(answer, dict) else {}

@@ -114,3 +114,8 @@ class DeliveryMemory:
             while len(self._seen) > self._max_keys:
                 self._seen.popitem(last=False)
             return True
+
+    def forget(self, hook: str, delivery: str) -> None:
+        """Let a delivery in again (it failed on our side: GitHub may redeliver it)."""
+        with self._lock:
+            self._seen.pop((hook, delivery), None)
