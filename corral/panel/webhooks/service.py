@@ -64,7 +64,8 @@ class HookState:
         unknown hook id is checked against it, so it costs what a known one costs."""
         if self._dummy is None:
             token = secrets.token_urlsafe(TOKEN_BYTES)
-            public_id = "-" + secrets.token_urlsafe(PUBLIC_ID_BYTES)  # never a real id
+            # 25 characters: a real public id has 24, so this one never matches a row.
+            public_id = "-" + secrets.token_urlsafe(PUBLIC_ID_BYTES)
             self._dummy = (public_id, self.cipher.seal(token, public_id), token_digest(token))
         return self._dummy
 
