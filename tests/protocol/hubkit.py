@@ -52,6 +52,14 @@ def connect(agent_keys: BucketKeys, hub_keys: BucketKeys | None = None) -> Conne
     return Connection(agent_session, hub_session, [challenge, response, confirm])
 
 
+def say_hello(conn: Connection) -> Connection:
+    """The agent's first frame, sent and opened: after it, any agent message may follow."""
+    from corral.protocol.hub import MessageType
+
+    conn.hub.open(conn.agent.seal(MessageType.HELLO, hello_body()))
+    return conn
+
+
 def hello_body(password: PasswordParams | None = None) -> dict[str, Any]:
     return {
         "agent_version": "0.1.0",
@@ -83,7 +91,14 @@ def metrics_body() -> dict[str, Any]:
                 "unstable_restarts": 0,
                 "exec_mode": "cluster",
                 "git_revision": "0123456789abcdef0123456789abcdef01234567",
-                "custom": {"queue_depth": 12, "latency_ms": 3.25},
+                "custom": {
+                    "queue_depth": {"kind": "gauge", "value": 12},
+                    "jobs": {"kind": "meter", "rate": 0.5, "count": 30},
+                    "latency_ms": {
+                        "kind": "histogram",
+                        **{k: 3.25 for k in ("count", "sum", "min", "max", "p50", "p95", "p99")},
+                    },
+                },
             }
         ],
     }

@@ -19,7 +19,14 @@ from corral.protocol.hub import (
     Session,
 )
 from corral.protocol.hub.frames import MAX_FRAME_CHARS, MAX_PLAINTEXT
-from tests.protocol.hubkit import Connection, connect, hello_body, metrics_body, new_bucket
+from tests.protocol.hubkit import (
+    Connection,
+    connect,
+    hello_body,
+    metrics_body,
+    new_bucket,
+    say_hello,
+)
 
 
 @pytest.fixture
@@ -34,8 +41,9 @@ def reason_of(session: Session, frame: str | bytes) -> RejectReason:
 
 
 def test_frames_open_in_order(conn: Connection) -> None:
+    say_hello(conn)
     frames = [conn.agent.seal(MessageType.METRICS, metrics_body()) for _ in range(3)]
-    assert [conn.hub.open(f).seq for f in frames] == [0, 1, 2]
+    assert [conn.hub.open(f).seq for f in frames] == [1, 2, 3]
 
 
 def test_a_captured_frame_replayed_is_refused(conn: Connection) -> None:
@@ -45,6 +53,7 @@ def test_a_captured_frame_replayed_is_refused(conn: Connection) -> None:
 
 
 def test_a_reordered_frame_is_refused(conn: Connection) -> None:
+    say_hello(conn)
     first = conn.agent.seal(MessageType.METRICS, metrics_body())
     second = conn.agent.seal(MessageType.METRICS, metrics_body())
     assert first != second
@@ -52,6 +61,7 @@ def test_a_reordered_frame_is_refused(conn: Connection) -> None:
 
 
 def test_a_dropped_frame_resent_later_is_refused(conn: Connection) -> None:
+    say_hello(conn)
     dropped = conn.agent.seal(MessageType.METRICS, metrics_body())
     later = conn.agent.seal(MessageType.METRICS, metrics_body())
     assert reason_of(conn.hub, later) is RejectReason.OUT_OF_ORDER
@@ -171,15 +181,17 @@ def test_after_a_refusal_the_connection_takes_nothing_more(conn: Connection) -> 
     assert reason_of(conn.hub, good) is RejectReason.CLOSED
 
 
-def test_size_limits(conn: Connection) -> None:
-    big = metrics_body()
-    big["apps"][0]["custom"] = {f"m{i}": 1.0 for i in range(64)}
-    big["server"]["addresses"] = ["x" * 64] * 64
-    conn.agent.seal(MessageType.METRICS, big)  # well within the limit
-    assert reason_of(conn.hub, "x" * (MAX_FRAME_CHARS + 1)) is RejectReason.TOO_LARGE
-    apps = [dict(big["apps"][0], id=i) for i in range(4096)]
-    with pytest.raises(MessageInvalid, match="over"):
-        conn.agent.seal(MessageType.METRICS, {**big, "apps": apps})
+def test_a_body_up_to_the_limit_travels_and_one_over_it_is_refused(conn: Connection) -> None:
+    values = {f"V{i}": "x" * 32768 for i in range(31)}  # just under 1 MiB of JSON
+    body = {**_action(), "verb": "env", "args": {"set": values, "unset": []}}
+    frame = conn.hub.seal(MessageType.ACTION, body)
+    assert len(frame) <= MAX_FRAME_CHARS
+    assert conn.agent.open(frame).body == body
+    values["V31"] = "x" * 32768
+    with pytest.raises(MessageInvalid, match=f"over {MAX_PLAINTEXT}"):
+        conn.hub.seal(MessageType.ACTION, body)
+    # The receiver refuses an oversized frame before reading it.
+    assert reason_of(conn.agent, "x" * (MAX_FRAME_CHARS + 1)) is RejectReason.TOO_LARGE
     assert MAX_PLAINTEXT == 1024 * 1024
 
 
@@ -188,6 +200,32 @@ def test_the_sender_refuses_a_type_of_the_other_direction(conn: Connection) -> N
         conn.agent.seal(MessageType.ACTION, _action())
     with pytest.raises(MessageInvalid):
         conn.hub.seal(MessageType.METRICS, metrics_body())
+
+
+def test_the_agent_starts_with_hello_and_says_it_once(conn: Connection) -> None:
+    with pytest.raises(MessageInvalid, match="first frame must be its hello"):
+        conn.agent.seal(MessageType.METRICS, metrics_body())
+    say_hello(conn)
+    with pytest.raises(MessageInvalid, match="only the first"):
+        conn.agent.seal(MessageType.HELLO, hello_body())
+
+
+def test_a_first_frame_other_than_hello_is_refused_on_opening(conn: Connection) -> None:
+    from corral.protocol.hub import frames
+
+    send = conn.agent._send
+    body = json.dumps(metrics_body()).encode()
+    ad = frames.associated_data(send.direction, conn.agent.public_id, 0, "metrics")
+    ct = send.aead.encrypt(frames.nonce(send.direction, 0), body, ad)
+    env = {
+        "v": 1,
+        "kid": send.kid,
+        "seq": 0,
+        "type": "metrics",
+        "ct": base64.b64encode(ct).decode(),
+    }
+    with pytest.raises(MessageInvalid, match="first frame must be its hello"):
+        conn.hub.open(_dump(env))
 
 
 def test_an_authentic_frame_with_an_invalid_body_is_refused(conn: Connection) -> None:

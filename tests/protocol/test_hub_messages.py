@@ -8,16 +8,18 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corral.protocol.hub import MessageInvalid, MessageType, Verb
 from corral.protocol.hub.messages import (
     ACTION_ID_RE,
     APP_NAME_RE,
+    CUSTOM_KINDS,
     ENV_NAME_RE,
     GIT_REF_RE,
     GIT_REVISION_RE,
+    METRIC_NAME_RE,
     SCALE_COUNT_RE,
     STATUSES,
     Outcome,
@@ -31,9 +33,10 @@ from tests.protocol.hubkit import (
     metrics_body,
     new_bucket,
     result_body,
+    say_hello,
 )
 
-CONN = connect(new_bucket().keys)  # one long connection for the round trips
+CONN = say_hello(connect(new_bucket().keys))  # one long connection for the round trips
 
 
 def finite(lo: float, hi: float) -> st.SearchStrategy[float]:
@@ -50,6 +53,15 @@ def _b64(data: bytes) -> str:
 
 app_names = st.from_regex(APP_NAME_RE, fullmatch=True)
 
+custom_metrics = st.sampled_from(list(CUSTOM_KINDS)).flatmap(
+    lambda kind: st.fixed_dictionaries(
+        {
+            "kind": st.just(kind),
+            **{f: number(-1e300, 1e300) for f in CUSTOM_KINDS[kind].fields if f != "kind"},
+        }
+    )
+)
+
 apps = st.fixed_dictionaries(
     {
         "name": app_names,
@@ -63,7 +75,7 @@ apps = st.fixed_dictionaries(
         "exec_mode": st.sampled_from(["fork", "cluster"]),
         "git_revision": st.none() | st.from_regex(GIT_REVISION_RE, fullmatch=True),
         "custom": st.dictionaries(
-            st.text(min_size=1, max_size=64), number(-1e15, 1e15), max_size=5
+            st.from_regex(METRIC_NAME_RE, fullmatch=True), custom_metrics, max_size=3
         ),
     }
 )
@@ -73,8 +85,8 @@ metrics = st.fixed_dictionaries(
         "sampled_at": number(0, 1e11),
         "server": st.fixed_dictionaries(
             {
-                "hostname": st.text(min_size=1, max_size=253),
-                "addresses": st.lists(st.text(min_size=1, max_size=64), max_size=5),
+                "hostname": st.text(min_size=1, max_size=40),
+                "addresses": st.lists(st.text(min_size=1, max_size=40), max_size=3),
                 "load": st.lists(number(0, 1e6), min_size=3, max_size=3),
                 "memory": st.fixed_dictionaries(
                     {k: st.integers(0, 2**63 - 1) for k in ("total", "available", "swap_used")}
@@ -84,7 +96,7 @@ metrics = st.fixed_dictionaries(
                 ),
             }
         ),
-        "apps": st.lists(apps, max_size=4),
+        "apps": st.lists(apps, max_size=3),
     }
 )
 
@@ -143,7 +155,8 @@ hellos = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150)
+# The machine is shared: generating nested bodies may be slow, which is not a failure.
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(body=metrics)
 def test_metrics_round_trip(body: dict[str, Any]) -> None:
     assert CONN.hub.open(CONN.agent.seal(MessageType.METRICS, body)).body == body
@@ -152,7 +165,8 @@ def test_metrics_round_trip(body: dict[str, Any]) -> None:
 @settings(max_examples=150)
 @given(body=hellos)
 def test_hello_round_trip(body: dict[str, Any]) -> None:
-    assert CONN.hub.open(CONN.agent.seal(MessageType.HELLO, body)).body == body
+    conn = connect(new_bucket().keys)
+    assert conn.hub.open(conn.agent.seal(MessageType.HELLO, body)).body == body
 
 
 @settings(max_examples=150)
@@ -200,6 +214,15 @@ _DROP = object()
         (MessageType.METRICS, metrics_body(), ("apps", 0, "name"), "a b", "must match"),
         (MessageType.METRICS, metrics_body(), ("apps", 0, "extra"), 1, "unknown field 'extra'"),
         (MessageType.METRICS, metrics_body(), ("server", "load"), [1, 2], "3 to 3 items"),
+        (
+            MessageType.METRICS,
+            metrics_body(),
+            ("apps", 0, "custom", "jobs", "kind"),
+            "gauge",
+            r"custom\.jobs: unknown field 'rate'",
+        ),
+        (MessageType.METRICS, metrics_body(), ("apps", 0, "custom", "x y"), {}, "key 'x y'"),
+        (MessageType.METRICS, metrics_body(), ("apps", 0, "custom", "q"), 1, "kind is one of"),
         (MessageType.METRICS, metrics_body(), ("server", "memory"), _DROP, "missing field"),
         (MessageType.ACTION, action_body(), ("verb",), "exec", "one of restart"),
         (MessageType.ACTION, action_body(), ("target",), "/.*/", "target: must match"),

@@ -14,6 +14,7 @@ under the session key of the frame's direction, with
 
 ``kid`` names the key (`keys.key_id`), so a frame under another key is told apart from a
 tampered one. The receiver takes frame ``seq`` only when it is exactly the next one.
+The agent's first frame is its ``hello``, and only the first.
 Any refusal closes the receiving side for good: the caller should drop the connection
 (a new one gets new keys). Text, not binary, because every WebSocket stack and proxy
 handles it and it can be logged safely (no field reveals anything). Limits: a body of at
@@ -132,6 +133,7 @@ class Session:
         direction = self._send.direction
         if message_type not in DIRECTION_TYPES[direction]:
             raise MessageInvalid(f"{message_type} is not a {direction} message")
+        _check_hello_first(direction, self._send.seq, message_type)
         checked = validate_body(message_type, body)
         plain = json.dumps(
             checked, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -193,11 +195,17 @@ class Session:
         except InvalidTag:
             raise FrameRejected(RejectReason.TAMPERED, "the authentication tag fails") from None
         receiving.seq = seq + 1
+        _check_hello_first(receiving.direction, seq, message_type)
         try:
             body = loads(plain)
         except (ValueError, RecursionError):
             raise MessageInvalid(f"{message_type}: the body is not JSON") from None
         return Received(message_type, validate_body(message_type, body), seq)
+
+
+def _check_hello_first(direction: str, seq: int, message_type: MessageType) -> None:
+    if direction == AGENT_TO_HUB and (seq == 0) != (message_type is MessageType.HELLO):
+        raise MessageInvalid("the agent's first frame must be its hello, and only the first")
 
 
 def _parse_envelope(frame: str) -> dict[str, Any]:

@@ -116,6 +116,29 @@ SERVER: Final = Obj(
     }
 )
 
+METRIC_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+"""As in core/app_metrics.py (what apps push with CORRAL_METRIC=)."""
+_VALUE: Final = Num(-1e300, 1e300)
+CUSTOM_KINDS: Final[dict[str, Obj]] = {
+    "gauge": Obj({"kind": Str(9), "value": _VALUE}),
+    "counter": Obj({"kind": Str(9), "value": _VALUE}),
+    "meter": Obj({"kind": Str(9), "rate": _VALUE, "count": _VALUE}),
+    "histogram": Obj(
+        {"kind": Str(9), **{k: _VALUE for k in ("count", "sum", "min", "max", "p50", "p95", "p99")}}
+    ),
+}
+
+
+class CustomMetric(Spec):
+    """One app metric's snapshot, as `AppMetrics.snapshot` makes it: its fields by kind."""
+
+    def check(self, value: Any, path: str) -> Any:
+        kind = value.get("kind") if isinstance(value, dict) else None
+        if not isinstance(kind, str) or kind not in CUSTOM_KINDS:
+            raise fail(path, f"must be an object whose kind is one of {', '.join(CUSTOM_KINDS)}")
+        return CUSTOM_KINDS[kind].check(value, path)
+
+
 APP: Final = Obj(
     {
         "name": Str(80, 1, APP_NAME_RE),
@@ -128,7 +151,7 @@ APP: Final = Obj(
         "unstable_restarts": Int(),
         "exec_mode": OneOf(("fork", "cluster")),
         "git_revision": Nullable(Str(64, 7, GIT_REVISION_RE)),
-        "custom": MapOf(Str(64, 1), Num(-1e15, 1e15), 64),
+        "custom": MapOf(Str(64, 1, METRIC_NAME_RE), CustomMetric(), 100),
     }
 )
 
