@@ -33,6 +33,7 @@ ROUTE_MODULES = (
     "corral.panel.routes.apps",
     "corral.panel.routes.env",
     "corral.panel.routes.logs",
+    "corral.panel.routes.deploys",
     "corral.panel.routes.admin",
     "corral.panel.routes.account",
     "corral.panel.routes.audit",

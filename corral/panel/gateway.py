@@ -539,6 +539,50 @@ class TenantDaemon:
         _exact(app)
         return bool(self.call("secret_remove", app=app, name=name)["removed"])
 
+    # --- deploys (SPEC 4): the daemon builds, switches and keeps the history
+
+    def _app_call(self, cmd: str, name: str, **args: Any) -> Any:
+        """A command that takes `app` (an exact name, never a target)."""
+        _exact(name)
+        with _app_named(name):
+            return self.call(cmd, app=name, **args)
+
+    def deploy(
+        self, name: str, ref: str | None = None, trigger: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a deploy of the app's git source (at `ref`, default its branch); the
+        deploy record, answered at once (progress comes as deploy events)."""
+        return _record(self._app_call("deploy", name, ref=ref, trigger=trigger))
+
+    def rollback(
+        self, name: str, release: str | None = None, trigger: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a switch back to `release` (default: the one before the current one); the
+        deploy record (kind "rollback")."""
+        return _record(self._app_call("rollback", name, release=release, trigger=trigger))
+
+    def deploy_history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The app's deploy records, newest first (at most `limit`, 1..200)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 200:
+            raise Refused("limit: expected a whole number from 1 to 200")
+        return [dict(r) for r in self._app_call("deploy_history", name, limit=limit)]
+
+    def deploy_output(self, name: str, deploy_id: str) -> dict[str, Any]:
+        """{"deploy": record, "output": str}: one deploy's kept output (at most 1 MiB)."""
+        answer = self._app_call("deploy_output", name, id=deploy_id)
+        if not isinstance(answer, dict) or not isinstance(answer.get("output"), str):
+            raise GatewayError("the daemon's deploy_output answer is malformed")
+        return {"deploy": _record(answer), "output": answer["output"]}
+
+    def releases(self, name: str) -> list[dict[str, Any]]:
+        """The app's releases, newest first: {"id", "commit", "ref", "created", "current"}."""
+        return [dict(r) for r in self._app_call("releases", name)]
+
+    def deploy_key(self, name: str, create: bool = False) -> str | None:
+        """The public half of the app's SSH deploy key (made first with `create`)."""
+        key = self._app_call("deploy_key", name, create=create).get("public_key")
+        return key if isinstance(key, str) else None
+
     def host(self) -> dict[str, Any]:
         """Load, memory, swap and CPU of the machine, as the daemon samples them."""
         result: dict[str, Any] = self.call("host")
@@ -556,6 +600,15 @@ class TenantDaemon:
             args["logs"] = None if name is None else _exact(name)
         elif name is not None:
             self.describe(name)  # an unknown app is NotFound here too
+        return self._subscribe(args, name)
+
+    def follow_deploys(self, name: str) -> Follow:
+        """Subscribe to the "deploy" events of app `name` (no log lines, no process
+        events): `{"type": "deploy", "app", "id", "line"}` per output line and
+        `{"type": "deploy", "app", "id", "status", "deploy": record}` per status change."""
+        return self._subscribe({"events": False, "deploys": _exact(name)}, name)
+
+    def _subscribe(self, args: dict[str, Any], name: str | None) -> Follow:
         sock = self._connect()
         client = ControlClient(sock)
         try:
@@ -578,6 +631,21 @@ class TenantDaemon:
         subscription is closed and the thread ends on its own; errors (NotFound, a daemon
         that went away) are raised here.
         """
+        async for event in self._aiter(lambda: self.follow(name, events=events, logs=logs)):
+            yield event
+
+    async def aiter_deploys(
+        self, name: str, subscribed: asyncio.Event | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """`follow_deploys` for an asyncio consumer, as `aiter_follow` does it;
+        `subscribed` is set once the daemon has accepted the subscription (an event after
+        that is never missed)."""
+        async for event in self._aiter(lambda: self.follow_deploys(name), subscribed):
+            yield event
+
+    async def _aiter(
+        self, open_follow: Callable[[], Follow], subscribed: asyncio.Event | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         room = threading.Semaphore(FOLLOW_BUFFER)
@@ -591,7 +659,7 @@ class TenantDaemon:
 
         def pump() -> None:
             try:
-                follow = self.follow(name, events=events, logs=logs)
+                follow = open_follow()
             except Exception as exc:
                 post("error", exc)
                 return
@@ -600,6 +668,7 @@ class TenantDaemon:
                     follow.close()
                     return
                 opened.append(follow)
+            post("subscribed", None)
             try:
                 for event in follow:
                     room.acquire()  # a slow consumer holds the reader back
@@ -621,6 +690,9 @@ class TenantDaemon:
                 if kind == "event":
                     room.release()
                     yield value
+                elif kind == "subscribed":
+                    if subscribed is not None:
+                        subscribed.set()
                 elif kind == "error":
                     raise value
                 else:
@@ -647,6 +719,14 @@ class TenantDaemon:
         ):
             raise GatewayError("the daemon's check_apps answer does not match the request")
         return [dict(a) for a in answers]
+
+
+def _record(answer: Any) -> dict[str, Any]:
+    """The deploy record of a daemon's `{"deploy": record}` answer."""
+    record = answer.get("deploy") if isinstance(answer, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        raise GatewayError("the daemon's answer has no deploy record")
+    return dict(record)
 
 
 def _open(path: Path) -> socket.socket:

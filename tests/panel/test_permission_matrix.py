@@ -40,6 +40,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from corral.config.model import AppConfig
 from corral.panel.app import load_routes
 from corral.panel.db.models import DeployHook, Tenant
 from corral.panel.gateway import NoAutostart
@@ -142,6 +143,19 @@ NEEDS: dict[tuple[str, str], Need] = {
     **{("POST", f"{TA}/webhook/{verb}"): MANAGE for verb in ("enable", "rotate", "disable")},
     ("GET", f"{APIA}/webhook"): MANAGE,
     **{("POST", f"{APIA}/webhook/{verb}"): MANAGE for verb in ("enable", "rotate", "disable")},
+    # git deploys (SPEC 4): reading history and output is access; changing the git
+    # source, deploying, rolling back and making a deploy key is manage
+    ("GET", f"{TA}/deploy"): ACCESS,
+    ("GET", f"{TA}/deploys/{{deploy_id}}"): ACCESS,
+    ("WS", f"{TA}/deploys/{{deploy_id}}/ws"): ACCESS,
+    ("GET", f"{APIA}/deploy"): ACCESS,
+    ("GET", f"{APIA}/deploys"): ACCESS,
+    ("GET", f"{APIA}/deploys/{{deploy_id}}"): ACCESS,
+    ("GET", f"{APIA}/releases"): ACCESS,
+    **{("POST", f"{TA}/{path}"): MANAGE
+       for path in ("deploy/source", "deploy/key", "deploys", "rollback")},
+    ("PUT", f"{APIA}/deploy/source"): MANAGE,
+    **{("POST", f"{APIA}/{path}"): MANAGE for path in ("deploy/key", "deploys", "rollback")},
     # read, follow, download, clear logs: logs
     ("GET", f"{TA}/logs"): LOGS,
     ("POST", f"{TA}/logs/clear"): LOGS,
@@ -595,7 +609,74 @@ def _assert(condition: bool, what: str) -> None:
     assert condition, f"the {what} was (not) changed against the verdict"
 
 
+_GIT_APPS: dict[int, tuple[str, str]] = {}
+"""Per world: the git app the deploy routes act on, and one finished deploy of it."""
+NO_REPO = "https://127.0.0.1:9/nothing.git"
+"""Nothing listens there: a deploy fails at its fetch, at once."""
+
+
+def _deploys_of(world: World, name: str) -> list[dict[str, Any]]:
+    return list(world.corral_a.call("deploy_history", app=name, limit=200))
+
+
+def _all_finished(world: World, name: str) -> bool:
+    return all(d["status"] in ("succeeded", "failed") for d in _deploys_of(world, name))
+
+
+def _git_app(world: World) -> tuple[str, str]:
+    """A git app of tenant A (never launched: it has no release) with one deploy done."""
+    if id(world) not in _GIT_APPS:
+        name = world.fresh("gitapp")
+        config = AppConfig(name=name, script="app/server.py", git={"repo": NO_REPO})
+        world.corral_a.call("start", apps=[config.to_dict()])
+        deploy_id = world.corral_a.call("deploy", app=name)["deploy"]["id"]
+        wait_for(lambda: _all_finished(world, name), timeout=60)
+        _GIT_APPS[id(world)] = (name, deploy_id)
+    return _GIT_APPS[id(world)]
+
+
+def _on_a_deploy(world: World, actor: Actor, case: Case) -> None:
+    case.values["app"], case.values["deploy_id"] = _git_app(world)
+
+
+def _new_deploy(world: World, actor: Actor, case: Case) -> None:
+    name, _ = _git_app(world)
+    case.values["app"] = name
+    before = len(_deploys_of(world, name))
+
+    def after(allowed: bool) -> None:
+        wait_for(lambda: _all_finished(world, name), timeout=60)
+        added = len(_deploys_of(world, name)) - before
+        assert added == (1 if allowed else 0), f"{added} deploys queued"
+
+    case.after = after
+
+
+def _new_source(world: World, actor: Actor, case: Case) -> None:
+    """A throw-away app gets a git source (saving one never restarts anything)."""
+    name = world.fresh("src")
+    start_app(world.corral_a, name)
+    case.values["app"] = name
+    case.body = {"repo": NO_REPO, "branch": "main", "script": "app/server.py", "keep": "2"}
+
+    def after(allowed: bool) -> None:
+        config = world.corral_a.call("describe", target=name)[0]["config"]
+        assert (config.get("git") is not None) == allowed, "git source saved"
+        world.corral_a.call("delete", target=name)
+
+    case.after = after
+
+
 BUILDERS: dict[tuple[str, str], Builder] = {
+    # git deploys (on a git app of A's, made once per world)
+    **{(m, path): _on_a_deploy
+       for m, path in (("GET", f"{TA}/deploys/{{deploy_id}}"),
+                       ("WS", f"{TA}/deploys/{{deploy_id}}/ws"),
+                       ("GET", f"{APIA}/deploys/{{deploy_id}}"))},
+    **{("POST", f"{base}/{path}"): _new_deploy
+       for base in (TA, APIA) for path in ("deploys", "rollback")},
+    ("POST", f"{TA}/deploy/source"): _new_source,
+    ("PUT", f"{APIA}/deploy/source"): _new_source,
     ("POST", "/login"): _login,
     ("POST", "/logout"): _own_session,
     # apps
@@ -665,6 +746,8 @@ BUILDERS: dict[tuple[str, str], Builder] = {
 }  # fmt: skip
 
 OK: dict[tuple[str, str], tuple[int, ...]] = {
+    ("POST", f"{APIA}/deploys"): (202,),  # queued
+    ("POST", f"{APIA}/rollback"): (202,),  # queued (it fails later: no release to go back to)
     ("GET", "/login"): (200, 303),  # a logged-in user is sent on to /
     ("GET", "/"): (200, 303),  # a user with one tenant is sent straight to it
     ("POST", "/admin/users"): (303,),  # with a password given: on to the new user
