@@ -317,6 +317,13 @@ def _checker(daemon: TenantDaemon) -> Check:
             if exc.code is ErrorCode.INVALID_ARGUMENT:
                 raise AppRefused(exc.message) from None
             raise
+        except GatewayError as exc:
+            if exc.code is ErrorCode.UNKNOWN_COMMAND:  # started by an older corral
+                raise GatewayError(
+                    "the tenant's daemon is older than the panel (it cannot check apps); "
+                    "restart it to use this corral"
+                ) from None
+            raise
         for raw, config in zip(apps, checked, strict=True):
             try:
                 app = app_from_dict(config)

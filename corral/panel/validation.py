@@ -760,7 +760,7 @@ def _located(
     return ": ".join([*prefix, message])
 
 
-# --- Paths checked by the tenant's daemon (isolated mode) ---
+# --- Paths and apps checked by the tenant's daemon (isolated mode) ---
 
 MAX_RESOLVE_BATCH = 64
 """Entries per `resolve_paths` or `check_apps` request (the daemon's limit)."""
