@@ -7,6 +7,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corral.protocol.hub import (
     AgentHandshake,
@@ -182,3 +184,35 @@ def test_malformed_public_ids_are_refused_by_the_hub(public_id: str) -> None:
     response["public_id"] = public_id
     with pytest.raises(HandshakeFailed, match="public id"):
         hub.read_response(json.dumps(response))
+
+
+_JUNK = (
+    st.binary(max_size=200)
+    | st.text(max_size=200)
+    | st.fixed_dictionaries(
+        {"v": st.sampled_from([1, 2, "1"]), "type": st.sampled_from(["challenge", "response"])},
+        optional={
+            "nonce": st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()),
+            "dh": st.binary(min_size=32, max_size=32).map(lambda b: base64.b64encode(b).decode()),
+            "public_id": st.text(max_size=70),
+            "mac": st.text(max_size=50) | st.integers(),
+        },
+    ).map(json.dumps)
+)
+
+
+@settings(max_examples=300)
+@given(junk=_JUNK)
+def test_handshake_parsers_only_ever_raise_handshake_failed(junk: str | bytes) -> None:
+    keys = new_bucket().keys
+    with pytest.raises(HandshakeFailed):
+        AgentHandshake(keys).answer(junk)
+    with pytest.raises(HandshakeFailed):
+        hub = HubHandshake()
+        hub.challenge()
+        hub.read_response(junk)
+        hub.accept(keys)
+    agent = AgentHandshake(keys)
+    agent.answer(HubHandshake().challenge())
+    with pytest.raises(HandshakeFailed):
+        agent.finish(junk)

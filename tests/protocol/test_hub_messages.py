@@ -47,6 +47,11 @@ def number(lo: float, hi: float) -> st.SearchStrategy[float | int]:
     return finite(lo, hi) | st.integers(int(lo), int(hi))
 
 
+def any_text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
+    """Any str, lone surrogates included (what surrogateescape makes of non-UTF-8)."""
+    return st.text(st.characters(exclude_categories=()), min_size=min_size, max_size=max_size)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -85,8 +90,8 @@ metrics = st.fixed_dictionaries(
         "sampled_at": number(0, 1e11),
         "server": st.fixed_dictionaries(
             {
-                "hostname": st.text(min_size=1, max_size=40),
-                "addresses": st.lists(st.text(min_size=1, max_size=40), max_size=3),
+                "hostname": any_text(min_size=1, max_size=40),
+                "addresses": st.lists(any_text(min_size=1, max_size=40), max_size=3),
                 "load": st.lists(number(0, 1e6), min_size=3, max_size=3),
                 "memory": st.fixed_dictionaries(
                     {k: st.integers(0, 2**63 - 1) for k in ("total", "available", "swap_used")}
@@ -110,7 +115,7 @@ verb_args: dict[Verb, st.SearchStrategy[dict[str, Any]]] = {
     Verb.SCALE: st.fixed_dictionaries({"count": st.from_regex(SCALE_COUNT_RE, fullmatch=True)}),
     Verb.ENV: st.fixed_dictionaries(
         {
-            "set": st.dictionaries(env_names, st.text(max_size=100), max_size=4),
+            "set": st.dictionaries(env_names, any_text(max_size=100), max_size=4),
             "unset": st.lists(env_names, max_size=4),
         }
     ),
@@ -126,7 +131,7 @@ actions = st.sampled_from(list(Verb)).flatmap(
             "verb": st.just(verb.value),
             "target": app_names,
             "args": verb_args[verb],
-            "requested_by": st.text(min_size=1, max_size=254),
+            "requested_by": any_text(min_size=1, max_size=254),
             "proof": st.none() | st.binary(min_size=64, max_size=64).map(_b64),
         }
     )
@@ -139,7 +144,7 @@ results = st.sampled_from([None, *Outcome]).flatmap(
             "id": st.from_regex(ACTION_ID_RE, fullmatch=True),
             "ok": st.just(code is None),
             "code": st.just(None if code is None else code.value),
-            "message": st.text(max_size=200),
+            "message": any_text(max_size=200),
             "finished_at": number(0, 1e11),
         }
     )
@@ -147,8 +152,8 @@ results = st.sampled_from([None, *Outcome]).flatmap(
 
 hellos = st.fixed_dictionaries(
     {
-        "agent_version": st.text(min_size=1, max_size=64),
-        "hostname": st.text(min_size=1, max_size=253),
+        "agent_version": any_text(min_size=1, max_size=64),
+        "hostname": any_text(min_size=1, max_size=253),
         "remote_actions": st.booleans(),
         "password": st.none() | st.just(FAST_PARAMS.to_json()),
     }
@@ -254,3 +259,12 @@ def test_an_invalid_body_is_refused_before_it_is_sealed() -> None:
         conn.agent.seal(MessageType.HELLO, {**hello_body(), "secret": "x"})
     # Nothing was sent, so the next frame still has seq 0 and opens.
     assert conn.hub.open(conn.agent.seal(MessageType.HELLO, hello_body())).seq == 0
+
+
+def test_strings_that_are_not_utf8_travel_unchanged() -> None:
+    """A path or hostname decoded with surrogateescape holds lone surrogates."""
+    conn = say_hello(connect(new_bucket().keys))
+    body = result_body(code="failed") | {"message": "no such file: /srv/\udcff\udcfe"}
+    assert conn.hub.open(conn.agent.seal(MessageType.ACTION_RESULT, body)).body == body
+    action = action_body(requested_by="b\udcffb")
+    assert conn.agent.open(conn.hub.seal(MessageType.ACTION, action)).body == action

@@ -163,3 +163,9 @@ def test_params_from_a_hostile_hello_are_bounded() -> None:
     with pytest.raises(HubProtocolError):
         PasswordParams.from_json(FAST_PARAMS.to_json() | {"salt": "AAAA"})
     assert PasswordParams.from_json(FAST_PARAMS.to_json()) == FAST_PARAMS
+
+
+def test_a_requester_name_that_is_not_utf8_still_gets_a_checked_proof() -> None:
+    conn = connect(new_bucket().keys)
+    body = action_body("stop", requested_by="\udcffroot")
+    assert deliver(conn, seal_action(conn.hub, body, KEY)) is None

@@ -4,7 +4,7 @@ A frame is the canonical JSON text (keys in this order, no spaces, ASCII only)::
 
     {"v":1,"kid":"<16 hex>","seq":7,"type":"metrics","ct":"<base64>"}
 
-``ct`` is AES-256-GCM (ciphertext + 16-byte tag) of the message body as compact JSON,
+``ct`` is AES-256-GCM (ciphertext + 16-byte tag) of the message body as compact ASCII JSON,
 under the session key of the frame's direction, with
 
 - nonce = 4-byte direction tag || ``seq`` as 8 bytes big-endian: ``seq`` counts from 0
@@ -135,9 +135,9 @@ class Session:
             raise MessageInvalid(f"{message_type} is not a {direction} message")
         _check_hello_first(direction, self._send.seq, message_type)
         checked = validate_body(message_type, body)
-        plain = json.dumps(
-            checked, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8", "surrogatepass")
+        # ASCII JSON: a lone surrogate (a non-UTF-8 path or hostname) travels as \udcxx
+        # and comes back as the same str.
+        plain = dumps(checked).encode("ascii")
         if len(plain) > MAX_PLAINTEXT:
             raise MessageInvalid(f"{message_type}: {len(plain)} bytes, over {MAX_PLAINTEXT}")
         seq = self._send.seq

@@ -52,11 +52,11 @@ them with `new_secret`: 256 random bits)."""
 
 def pack(*parts: bytes | str | int) -> bytes:
     """An unambiguous encoding of a tuple: each part with a 4-byte length before it
-    (str as UTF-8, int as 8 bytes big-endian)."""
+    (str as UTF-8 with surrogatepass, int as 8 bytes big-endian)."""
     out = bytearray()
     for part in parts:
         if isinstance(part, str):
-            data = part.encode()
+            data = part.encode("utf-8", "surrogatepass")  # one-to-one, never raises
         elif isinstance(part, int):
             data = part.to_bytes(8, "big")
         else:
