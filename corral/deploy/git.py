@@ -36,7 +36,7 @@ def git_env(base: Mapping[str, str], layout: DeployLayout) -> dict[str, str]:
         GIT_CONFIG_NOSYSTEM="1",
         GIT_CONFIG_GLOBAL="/dev/null",
         GIT_ALLOW_PROTOCOL="https:ssh",
-        HOME=str(layout.root),
+        HOME=str(layout.scratch),
         GIT_SSH_COMMAND=keys.ssh_command(layout) or keys.base_ssh_command(layout),
         LC_ALL="C",
     )

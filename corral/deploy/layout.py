@@ -65,6 +65,7 @@ class DeployLayout:
         self.key = self.root / "id_ed25519"
         self.public_key = self.root / "id_ed25519.pub"
         self.known_hosts = self.root / "known_hosts"
+        self.scratch = self.root / ".cache"
 
     def ensure(self) -> None:
         """Create the folders (0755 root so an app's user can reach its release)."""

@@ -158,14 +158,18 @@ def _discard(path: Path) -> None:
 
 
 def _prepare(ctx: _Context) -> None:
-    """Folders exist and, for a root daemon building as a user, belong to that user."""
+    """Folders exist; for a root daemon building as a user, what the user's commands
+    write is theirs, and nothing else (see layout.py)."""
     layout = ctx.layout
     layout.ensure()
+    if not layout.scratch.is_dir():
+        layout.scratch.mkdir(mode=0o700)
     if ctx.owner is None:
         return
     uid, gid = ctx.owner
-    os.lchown(layout.root, uid, gid)
-    for item in (layout.key, layout.public_key, layout.known_hosts):
+    if not layout.known_hosts.exists():
+        layout.known_hosts.touch(mode=0o600)
+    for item in (layout.scratch, layout.key, layout.known_hosts):
         if item.exists() and not item.is_symlink():
             os.lchown(item, uid, gid)
     if layout.cache.is_dir() and layout.cache.lstat().st_uid != uid:
@@ -177,6 +181,9 @@ def _fetch(ctx: _Context) -> None:
     env = git.git_env(request.env, layout)
     if not (layout.cache / "HEAD").exists():
         remove_tree(layout.cache)
+        layout.cache.mkdir(mode=0o700)
+        if ctx.owner is not None:
+            os.lchown(layout.cache, *ctx.owner)
         argv = git.git_argv(request.env, "init", "--quiet", "--bare", str(layout.cache))
         ctx.run(argv, layout.root, env, "fetch")
     argv = git.fetch_argv(request.env, layout.cache, request.source.repo, request.source.branch)
@@ -272,11 +279,7 @@ def _build_env(ctx: _Context, release: Path) -> dict[str, str]:
     if venv.is_dir():
         env["VIRTUAL_ENV"] = str(venv)
     env.pop("PYTHONHOME", None)
-    cache = ctx.layout.root / ".cache"
-    if not cache.exists():
-        cache.mkdir(mode=0o700)
-        if ctx.owner is not None:
-            os.lchown(cache, *ctx.owner)
+    cache = ctx.layout.scratch
     env.setdefault("XDG_CACHE_HOME", str(cache))
     env.setdefault("npm_config_cache", str(cache / "npm"))
     return env

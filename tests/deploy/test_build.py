@@ -8,13 +8,18 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from corral.deploy import keys, process
+from corral.deploy.history import DeployHistory
 from corral.deploy.layout import RELEASE_META
+from corral.deploy.pipeline import BuildRequest, build_release
+from corral.deploy.source import GitSource
 from tests.deploy.conftest import APP_FILES, Builds, files_of
 from tests.support.gitrepos import GitRepo, Symlink, git_https_server, ssh_shim
 from tests.support.tls import Pki
@@ -76,6 +81,42 @@ def test_credentials_in_https_urls_never_reach_the_output(
     assert "S3CRET" not in meta
     assert not bad.ok and bad.step == "fetch"
     assert "S3CRET" not in builds.text + str(bad.error)
+    history = DeployHistory(builds.layout)
+    with history.output_writer("d1") as out:
+        for line in good_text.splitlines():
+            out.write(line)
+    assert "https://***@" in history.output("d1") and "S3CRET" not in history.output("d1")
+
+
+def test_cancel_and_timeout_stop_a_build_and_remove_its_release(
+    repo: GitRepo, https_base: str, builds: Builds
+) -> None:
+    url = f"{https_base}/{repo.path}"
+    cancel = threading.Event()
+    request = BuildRequest(
+        app="api",
+        source=GitSource(
+            repo=url, install=False, steps=(("python3", "-u", "-c", _SLEEPER),), timeout=300
+        ),
+        ref=None,
+        env=builds.env,
+        python=sys.executable,
+    )
+
+    def output(line: str) -> None:
+        builds.lines.append(line)
+        if line == "sleeping":
+            cancel.set()
+
+    result = build_release(builds.layout, request, output, cancel)
+    assert not result.ok and result.step == "steps[0]" and result.error == "cancelled"
+    assert not list(builds.layout.releases.iterdir())
+    slow = builds.build(url, install=False, steps=(("python3", "-c", _SLEEPER),), timeout=1)
+    assert not slow.ok and slow.error == "timed out after 1s"
+    assert not list(builds.layout.releases.iterdir())
+
+
+_SLEEPER = "import time; print('sleeping', flush=True); time.sleep(300)"
 
 
 def test_refused_sources_never_run_git(
@@ -117,10 +158,16 @@ def test_build_over_ssh_with_the_deploy_key(
     public = keys.ensure_key(builds.layout, "corral-api")
     shim = ssh_shim(tmp_path / "shim", repo.served, authorized_key=public)
     monkeypatch.setenv(keys.SSH_PROGRAM_ENV, str(shim.program))
-    for url in (f"ssh://git@localhost/{repo.path}", f"git@localhost:{repo.path}"):
+    urls = (
+        f"ssh://git@localhost/{repo.path}",
+        f"git@localhost:{repo.path}",
+        f"ssh://git@localhost:2222/{repo.path}",
+    )
+    for url in urls:
         result = builds.build(url, install=False)
         assert result.ok, builds.text
         assert result.commit == repo.head()
+    assert any(c[c.index("-p") + 1] == "2222" for c in shim.calls() if "-p" in c)
     call = next(c for c in shim.calls() if "-G" not in c)
     assert call[call.index("-i") + 1] == str(builds.layout.key)
     assert "IdentitiesOnly=yes" in call and "BatchMode=yes" in call
@@ -358,9 +405,6 @@ def test_build_as_another_user(repo: GitRepo, pki: Pki, tmp_path: Path) -> None:
                 {"PATH": os.environ["PATH"], "GIT_SSL_CAINFO": str(home / "ca.pem")},
             )
             (home / "corral").mkdir(mode=0o755)
-            from corral.deploy.pipeline import BuildRequest, build_release
-            from corral.deploy.source import GitSource
-
             request = BuildRequest(
                 app="api",
                 source=GitSource(
@@ -379,6 +423,10 @@ def test_build_as_another_user(repo: GitRepo, pki: Pki, tmp_path: Path) -> None:
             assert (release / "whoami").read_text().strip() == str(user.pw_uid)
             assert (release / "app.py").stat().st_uid == user.pw_uid
             assert builds.layout.cache.stat().st_uid == user.pw_uid
+            # what the daemon relies on stays its own: the user cannot swap it for a link
+            layout = builds.layout
+            for item in (layout.root, layout.releases, layout.outputs, layout.current.parent):
+                assert item.stat().st_uid == 0, item
             done = subprocess.run(
                 ["stat", "-c", "%U", str(release / "whoami")], capture_output=True, text=True
             )
