@@ -134,8 +134,7 @@ class DeployManager:
         lock = self._file_locks.setdefault(name, threading.Lock())
 
         def run() -> T:
-            with lock:
-                layout.ensure()
+            with lock:  # the history makes its folders when it first writes
                 return call(DeployHistory(layout))
 
         return await asyncio.to_thread(run)
