@@ -423,6 +423,33 @@ def test_access_reads_history_and_output_but_changes_nothing(site: Site) -> None
     assert len(site.api("GET", "web/deploys").json()) == 1  # nothing was deployed
 
 
+def test_a_deploy_stream_closes_when_its_session_ends(site: Site) -> None:
+    """SPEC 2.4: the output stream re-checks the session and closes (4401) once it is
+    gone, while the deploy itself goes on."""
+    slow = "python3 -c 'import time; print(\"long step\", flush=True); time.sleep(15)'"
+    form = source_form(site, steps=slow)
+    assert site.form("/t/acme/apps/web/deploy/source", form).status_code == 303
+    deploy_id = site.api("POST", "web/deploys", {}).json()["deploy"]["id"]
+    with site.client.websocket_connect(
+        f"/t/acme/apps/web/deploys/{deploy_id}/ws", headers={"Origin": ORIGIN}
+    ) as ws:
+        text = ""
+        while "long step" not in text:
+            message = ws.receive_json()
+            text = message.get("output", text) + message.get("append", "")
+        logout = site.form("/logout", {})
+        assert logout.status_code == 303
+        with pytest.raises(WebSocketDisconnect) as closed:
+            for _ in range(1000):
+                assert "error" not in ws.receive_json()
+        assert closed.value.code == 4401
+    site.client.cookies.clear()
+    site.csrf = login(site.client, "lou")
+    record = site.api("GET", f"web/deploys/{deploy_id}").json()["deploy"]
+    assert record["status"] == "running"  # the stream ended, not the deploy
+    assert site.finished(deploy_id)["deploy"]["status"] == "succeeded"
+
+
 def test_unknown_apps_and_deploys_answer_404(site: Site) -> None:
     assert site.client.get("/t/acme/apps/ghost/deploy").status_code == 404
     assert site.client.get("/t/acme/apps/web/deploys/nope").status_code == 404

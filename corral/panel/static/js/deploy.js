@@ -24,6 +24,14 @@
     return view.scrollHeight - view.scrollTop - view.clientHeight < 24;
   }
 
+  // As the server writes times (its `when` filter): YYYY-MM-DD HH:MM:SS, local time.
+  function when(seconds) {
+    const d = new Date(seconds * 1000);
+    const two = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ` +
+      `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  }
+
   function setField(name, text) {
     const node = root.querySelector(`[data-field=${name}]`);
     if (node) node.textContent = text;
@@ -35,7 +43,7 @@
     setField("ref", record.ref || "-");
     setField("commit", record.commit || "-");
     setField("release", record.release || "-");
-    if (record.started) setField("started", new Date(record.started * 1000).toLocaleString());
+    if (record.started) setField("started", when(record.started));
     if (record.duration != null) setField("duration", corral.formatUptime(record.duration));
     if (record.error) {
       errorLine.textContent = record.step ? `Failed at ${record.step}: ${record.error}` : record.error;
@@ -43,7 +51,9 @@
     }
     if (FINAL.has(record.status)) {
       finished = true;
-      setState("ended", record.status === "succeeded" ? "finished" : "finished: failed");
+      if (record.status === "succeeded") setState("done", "finished");
+      else setState("ended", "finished: failed");
+      root.querySelector("[data-reload]")?.remove();
     }
   }
 
