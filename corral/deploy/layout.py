@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -105,10 +106,21 @@ class DeployLayout:
         write_atomic(self.release_path(release_id) / RELEASE_META, data, 0o644)
 
     def read_release(self, release_id: str) -> dict[str, Any] | None:
+        """The release's metadata, None if it is not complete. The app's user owns the
+        release, so the file is read without following links and only if regular."""
+        path = self.release_path(release_id) / RELEASE_META
         try:
-            meta = json.loads((self.release_path(release_id) / RELEASE_META).read_text())
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            meta = json.loads(os.read(fd, 65536))
         except (OSError, ValueError):
             return None
+        finally:
+            os.close(fd)
         return meta if isinstance(meta, dict) else None
 
     def current_release(self) -> str | None:
@@ -135,12 +147,16 @@ class DeployLayout:
             meta = self.read_release(name)
             if meta is None:
                 continue
+            try:
+                created = float(meta.get("created", 0.0))
+            except (TypeError, ValueError):
+                continue
             found.append(
                 ReleaseInfo(
                     id=name,
                     commit=str(meta.get("commit", "")),
                     ref=str(meta.get("ref", "")),
-                    created=float(meta.get("created", 0.0)),
+                    created=created,
                     current=name == current,
                 )
             )

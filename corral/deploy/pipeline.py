@@ -112,44 +112,50 @@ def build_release(
 ) -> BuildResult:
     """Build a new release of `request.source`; `current` is left as it is."""
     commit: str | None = None
-    release: str | None = None
     path: Path | None = None
+    stage = "check"
+    done = False
     try:
         # checked again here, before any command: no caller can skip it
         check_repo_url(request.source.repo)
         check_branch(request.source.branch)
         if request.ref is not None:
             check_ref(request.ref)
+        stage = "prepare"
         ctx = _Context(layout, request, output, cancel, _owner(request))
         _prepare(ctx)
+        stage = "fetch"
         _fetch(ctx)
+        stage = "checkout"
         commit, ref = _resolve(ctx)
         created = time.time()
         release, path = layout.new_release(commit, created)
         output(f"building release {release} from {ref} at {commit}")
         _export(ctx, commit, path)
         if request.source.install:
+            stage = "install"
             for argv, step in install_steps(path, request.python):
                 ctx.run(argv, path, _build_env(ctx, path), step)
         for index, step_argv in enumerate(request.source.steps):
-            ctx.run(list(step_argv), path, _build_env(ctx, path), f"steps[{index}]")
+            stage = f"steps[{index}]"
+            ctx.run(list(step_argv), path, _build_env(ctx, path), stage)
         layout.finish_release(release, commit, ref, created, redact(request.source.repo))
         output(f"release {release} is ready")
+        done = True
         return BuildResult(True, release, commit, None, None)
     except SourceError as exc:
         output(f"refused: {exc}")
         return BuildResult(False, None, None, str(exc), "check")
     except StepFailed as exc:
-        if path is not None:
-            _discard(path)
         output(f"failed at {exc.step}: {exc.message}")
         return BuildResult(False, None, commit, exc.message, exc.step)
     except OSError as exc:
-        if path is not None:
+        message = redact(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        output(f"failed at {stage}: {message}")
+        return BuildResult(False, None, commit, message, stage)
+    finally:
+        if not done and path is not None:  # whatever went wrong, no partial release stays
             _discard(path)
-        message = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-        output(f"failed: {message}")
-        return BuildResult(False, None, commit, message, "prepare" if commit is None else "export")
 
 
 def _discard(path: Path) -> None:
@@ -172,8 +178,10 @@ def _prepare(ctx: _Context) -> None:
     for item in (layout.scratch, layout.key, layout.known_hosts):
         if item.exists() and not item.is_symlink():
             os.lchown(item, uid, gid)
-    if layout.cache.is_dir() and layout.cache.lstat().st_uid != uid:
-        chown_tree(layout.cache, uid, gid)
+    if layout.cache.exists() and layout.cache.lstat().st_uid != uid:
+        # another user's cache (the app's user changed): fetched again rather than
+        # chowned, so nothing they left in it is walked by root
+        remove_tree(layout.cache)
 
 
 def _fetch(ctx: _Context) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.deploy.layout import DeployLayout, ReleaseError, is_release_id
+from corral.deploy.layout import RELEASE_META, DeployLayout, ReleaseError, is_release_id
 from corral.deploy.pipeline import extract_release
 from corral.deploy.process import StepFailed
 
@@ -48,6 +48,23 @@ def test_incomplete_releases_are_not_listed_nor_activated(tmp_path: Path) -> Non
     with pytest.raises(ReleaseError):
         layout.activate("../../etc")
     assert layout.current_release() is None
+
+
+def test_metadata_is_never_read_through_a_link(tmp_path: Path) -> None:
+    """The app's user owns its release: a link or junk in place of the metadata makes the
+    release unlisted, it is never followed."""
+    layout = DeployLayout(tmp_path / "home", "api")
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"commit": "secret", "ref": "x", "created": 1}')
+    linked = make_release(layout, "1" * 40, 1.0)
+    junk = make_release(layout, "2" * 40, 2.0)
+    meta = layout.releases / linked / RELEASE_META
+    meta.unlink()
+    meta.symlink_to(secret)
+    (layout.releases / junk / RELEASE_META).write_text('{"created": "soon"}')
+    assert layout.list_releases() == []
+    with pytest.raises(ReleaseError):
+        layout.activate(linked)
 
 
 def test_activate_returns_the_previous_and_is_relative(tmp_path: Path) -> None:
