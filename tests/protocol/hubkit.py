@@ -63,6 +63,7 @@ def say_hello(conn: Connection) -> Connection:
 def hello_body(password: PasswordParams | None = None) -> dict[str, Any]:
     return {
         "agent_version": "0.1.0",
+        "server_id": "0123456789abcdef0123456789abcdef",
         "hostname": "web-1",
         "remote_actions": True,
         "password": None if password is None else password.to_json(),

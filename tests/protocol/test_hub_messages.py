@@ -153,6 +153,7 @@ results = st.sampled_from([None, *Outcome]).flatmap(
 hellos = st.fixed_dictionaries(
     {
         "agent_version": any_text(min_size=1, max_size=64),
+        "server_id": st.text(alphabet="0123456789abcdef", min_size=32, max_size=32),
         "hostname": any_text(min_size=1, max_size=253),
         "remote_actions": st.booleans(),
         "password": st.none() | st.just(FAST_PARAMS.to_json()),

@@ -97,9 +97,14 @@ PASSWORD_PARAMS: Final = Obj(
     }
 )
 
+SERVER_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+"""A server's own id, 128 random bits in hex, kept by its agent: a renamed host stays one
+server in its bucket."""
+
 HELLO: Final = Obj(
     {
         "agent_version": Str(64, 1),
+        "server_id": Str(32, 32, SERVER_ID_RE),
         "hostname": Str(253, 1),
         "remote_actions": Bool(),
         "password": Nullable(PASSWORD_PARAMS),
