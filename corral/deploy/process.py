@@ -111,7 +111,8 @@ def run_command(
             close_fds=True,
             user=user,
             group=group,
-            extra_groups=[] if user is not None else None,  # drop the daemon's groups
+            # as root: drop the daemon's supplementary groups (only root may set them)
+            extra_groups=[] if user is not None and os.geteuid() == 0 else None,
         )
     except OSError as exc:
         raise StepFailed(name, f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None

@@ -21,7 +21,7 @@ from corral.deploy.layout import RELEASE_META
 from corral.deploy.pipeline import BuildRequest, build_release
 from corral.deploy.source import GitSource
 from tests.deploy.conftest import APP_FILES, Builds, files_of
-from tests.support.gitrepos import GitRepo, Symlink, git_https_server, ssh_shim
+from tests.support.gitrepos import GitRepo, Symlink, git_https_server, make_repo, ssh_shim
 from tests.support.tls import Pki
 
 
@@ -431,5 +431,40 @@ def test_build_as_another_user(repo: GitRepo, pki: Pki, tmp_path: Path) -> None:
                 ["stat", "-c", "%U", str(release / "whoami")], capture_output=True, text=True
             )
             assert done.stdout.strip() == user.pw_name
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_deploy_key_over_ssh_as_another_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root daemon building as the app's user: that user's ssh reads the app's key."""
+    from corral.deploy.layout import DeployLayout
+    from tests.support.otheruid import can_switch_users, temp_user, world_dir
+
+    reason = can_switch_users()
+    if reason:
+        pytest.skip(reason)
+    home = world_dir("ctdeploy")
+    try:
+        repo = make_repo(home / "git", APP_FILES)  # the shim runs as the user: reachable
+        repo.make_readable()
+        layout = DeployLayout(home / "corral", "api")
+        public = keys.ensure_key(layout, "api")
+        shim = ssh_shim(home / "shim", repo.served, authorized_key=public)
+        monkeypatch.setenv(keys.SSH_PROGRAM_ENV, str(shim.program))
+        lines: list[str] = []
+        with temp_user() as user:
+            request = BuildRequest(
+                app="api",
+                source=GitSource(repo=f"git@localhost:{repo.path}", install=False),
+                ref=None,
+                env={"PATH": os.environ["PATH"]},
+                python="/usr/bin/python3",
+                user=user.pw_name,
+            )
+            result = build_release(layout, request, lines.append)
+            assert result.ok, "\n".join(lines)
+            assert result.commit == repo.head()
+            assert layout.key.stat().st_uid == user.pw_uid
+            assert layout.key.stat().st_mode & 0o777 == 0o600
     finally:
         shutil.rmtree(home, ignore_errors=True)
