@@ -102,6 +102,8 @@ class DeployManager:
         self._jobs: set[_Job] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._repaired: set[str] = set()
+        """Apps whose history was checked for deploys a previous daemon left unfinished."""
         sup.shutdown_hooks.append(self.close)
 
     # ------------------------------------------------------------ lookups
@@ -132,10 +134,16 @@ class DeployManager:
 
         layout = self.layout(name)
         lock = self._file_locks.setdefault(name, threading.Lock())
+        repair = name not in self._repaired
+        self._repaired.add(name)
+        active = {job.record["id"] for job in self._jobs}
 
         def run() -> T:
             with lock:  # the history makes its folders when it first writes
-                return call(DeployHistory(layout))
+                history = DeployHistory(layout)
+                if repair:
+                    _fail_interrupted(history, active)
+                return call(history)
 
         return await asyncio.to_thread(run)
 
@@ -348,6 +356,12 @@ class DeployManager:
             raise _Failed("prepare", str(exc)) from None
         env = self._build_env(app)
         root = os.geteuid() == 0
+        if root and app.config.user is not None:
+            problem = await asyncio.to_thread(
+                unreachable_for, self.layout(job.app).root, app.config.user, app.config.group
+            )
+            if problem is not None:
+                raise _Failed("prepare", problem)
         request = BuildRequest(
             app=job.app,
             source=source,
@@ -463,6 +477,51 @@ class DeployManager:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+
+
+def _fail_interrupted(history: DeployHistory, active: set[str]) -> None:
+    """Records left queued or running by a daemon that died: they will never finish."""
+    now = time.time()
+    for record in history.list(200):
+        if record.get("status") in FINISHED or record.get("id") in active:
+            continue
+        record["status"] = "failed"
+        record["error"] = "the daemon stopped before the deploy finished"
+        record["ended"] = now
+        history.update(record)
+
+
+def unreachable_for(folder: Path, user: str, group: str | None) -> str | None:
+    """Why `user` could not reach `folder` (a folder above it they may not traverse), or
+    None. A root daemon's home is 0700: an app run as another user cannot be built or run
+    from a release inside it."""
+    import grp
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+        gids = {entry.pw_gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
+        if group is not None:
+            gids.add(grp.getgrnam(group).gr_gid)
+    except KeyError as exc:
+        return f"no such user or group: {exc.args[0]}"
+    for parent in reversed([folder, *folder.parents]):
+        try:
+            info = parent.stat()
+        except FileNotFoundError:
+            break  # made by the build, traversable (0755)
+        if info.st_uid == entry.pw_uid:
+            allowed = info.st_mode & 0o100
+        elif info.st_gid in gids:
+            allowed = info.st_mode & 0o010
+        else:
+            allowed = info.st_mode & 0o001
+        if not allowed:
+            return (
+                f"the app runs as {user!r}, who cannot traverse {parent} (mode "
+                f"{info.st_mode & 0o7777:o}), so it could not reach its releases in {folder}"
+            )
+    return None
 
 
 def venv_python(env: dict[str, str]) -> str:

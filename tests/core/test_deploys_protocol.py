@@ -119,3 +119,52 @@ def test_a_git_app_without_release_stays_stopped_across_restarts(daemon: Corral)
     assert [r["status"] for r in records] == ["stopped", "stopped"]
     assert all(r["restarts"] == 0 for r in records)
     wait_for(lambda: daemon.call("describe", target="api")[0]["desired"] == "running")
+
+
+def test_a_deploy_left_running_by_a_dead_daemon_is_recorded_failed(corral: Corral) -> None:
+    from corral.deploy.history import DeployHistory
+    from corral.deploy.layout import DeployLayout
+
+    stale = {
+        "id": "20261124T031500Z-abcdef",
+        "app": "api",
+        "kind": "deploy",
+        "status": "running",
+        "trigger": "cli (uid 0)",
+        "queued": 1.0,
+        "started": 2.0,
+        "ended": None,
+    }
+    DeployHistory(DeployLayout(corral.home.root, "api")).add(stale)
+    corral.start_daemon()
+    add_git_app(corral, "api")
+    [record] = corral.call("deploy_history", app="api")
+    assert record["status"] == "failed" and record["id"] == stale["id"]
+    assert record["error"] == "the daemon stopped before the deploy finished"
+
+
+def test_an_app_user_who_cannot_reach_the_home_is_refused_before_any_command(
+    daemon: Corral,
+) -> None:
+    from tests.support.otheruid import can_switch_users, temp_user
+
+    reason = can_switch_users()
+    if reason:
+        pytest.skip(reason)
+    with temp_user() as user:
+        cfg = AppConfig(name="api", script="app.py", git=dict(UNREACHABLE), user=user.pw_name)
+        daemon.call("start", apps=[cfg.to_dict()], cli_env={"PATH": daemon.env["PATH"]})
+        deploy_id = daemon.call("deploy", app="api")["deploy"]["id"]
+
+        def finished() -> dict[str, Any] | None:
+            [record] = daemon.call("deploy_history", app="api")
+            return record if record["status"] == "failed" else None
+
+        record = wait_for(finished)
+        assert record["id"] == deploy_id and record["step"] == "prepare"
+        error = record["error"]
+        assert f"runs as {user.pw_name!r}, who cannot traverse /tmp/crl-" in error
+        assert "(mode 700)" in error and str(daemon.home.root / "deploys" / "api") in error
+        assert not (daemon.home.root / "deploys" / "api" / "repo.git").exists()
+        output = daemon.call("deploy_output", app="api", id=deploy_id)["output"]
+        assert "$ git" not in output
