@@ -354,38 +354,55 @@ def _trigger(ctx: Ctx) -> str:
 def save_source(ctx: Ctx, app: str, data: Mapping[str, Any], *, form: bool) -> SourceView:
     """Validate the git source and store it in the app's config (`configure`: nothing is
     restarted; the next deploy uses it). FieldErrors (audited, nothing changed) or
-    ActionFailed."""
+    ActionFailed.
+
+    The form shows the stored repository redacted; sent back unchanged, it means the
+    stored URL with its credentials (they are never shown, so they could not be retyped)."""
     action = "app.deploy.source"
-    try:
-        errors: dict[str, str] = {}
-        paths: dict[str, str | None] = {}
-        for key, required in (("script", True), ("cwd", False)):
-            try:
-                paths[key] = release_path(data.get(key), key, required=required)
-            except FieldErrors as exc:
-                errors.update(exc.errors)
-        try:
-            source = source_of({k: v for k, v in data.items() if k not in paths}, form=form)
-        except FieldErrors as exc:
-            errors = {**exc.errors, **errors}
-        if errors:
-            raise FieldErrors(errors)
-    except FieldErrors as exc:
-        ctx.audit(action, "failed", app=app, detail=f"invalid: {', '.join(exc.errors)}")
-        raise
-    shown = redact(source.repo)
-    detail = f"repo {shown}, branch {source.branch}"
     daemon = svc._daemon(ctx)
     with _edit_lock(svc._tenant(ctx).name, app):
         try:
             config = dict(daemon.describe(app).get("config") or {})
         except GatewayError as exc:
-            ctx.audit(action, "failed", app=app, detail=f"{detail}: {exc.message}")
+            ctx.audit(action, "failed", app=app, detail=exc.message)
             raise svc.failure_of(exc) from None
+        try:
+            source, paths = _checked(_unredacted(data, config), form=form)
+        except FieldErrors as exc:
+            ctx.audit(action, "failed", app=app, detail=f"invalid: {', '.join(exc.errors)}")
+            raise
+        detail = f"repo {redact(source.repo)}, branch {source.branch}"
         config["git"] = source.to_dict()
         config["script"], config["cwd"] = paths["script"], paths["cwd"]
         svc._audited_call(ctx, action, app, detail, lambda: daemon.configure([config]))
     return SourceView.of(source.to_dict())
+
+
+def _unredacted(data: Mapping[str, Any], config: Mapping[str, Any]) -> Mapping[str, Any]:
+    git = config.get("git")
+    stored = git.get("repo") if isinstance(git, Mapping) else None
+    given = data.get("repo")
+    if isinstance(stored, str) and isinstance(given, str) and given.strip() == redact(stored):
+        return {**data, "repo": stored}
+    return data
+
+
+def _checked(data: Mapping[str, Any], *, form: bool) -> tuple[GitSource, dict[str, str | None]]:
+    """The git source and the app's script and cwd in the release; every mistake at once."""
+    errors: dict[str, str] = {}
+    paths: dict[str, str | None] = {}
+    for key, required in (("script", True), ("cwd", False)):
+        try:
+            paths[key] = release_path(data.get(key), key, required=required)
+        except FieldErrors as exc:
+            errors.update(exc.errors)
+    try:
+        source = source_of({k: v for k, v in data.items() if k not in APP_FIELDS}, form=form)
+    except FieldErrors as exc:
+        raise FieldErrors({**exc.errors, **errors}) from None
+    if errors:
+        raise FieldErrors(errors)
+    return source, paths
 
 
 def deploy(ctx: Ctx, app: str, ref: object) -> dict[str, Any]:

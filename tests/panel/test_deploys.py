@@ -268,6 +268,12 @@ def test_the_source_is_saved_with_argv_steps_and_the_url_is_never_shown(site: Si
     assert rows == [("lou", "app.deploy.source", "web", "ok", rows[0][4])]
     assert "***@" in rows[0][4] and TOKEN not in rows[0][4]
 
+    # The form again as the page fills it (the URL redacted): the credentials stay.
+    form = source_form(site, repo=api["source"]["repo"], branch="release")
+    assert site.form("/t/acme/apps/web/deploy/source", form).status_code == 303
+    assert site.config()["git"]["repo"] == site.url
+    assert site.config()["git"]["branch"] == "release"
+
     # Changing it again through the API: steps as argv lists, install on.
     changed = site.api(
         "PUT",
@@ -284,7 +290,9 @@ def test_the_source_is_saved_with_argv_steps_and_the_url_is_never_shown(site: Si
 
 
 def test_deploy_now_streams_the_output_and_the_new_release_serves(site: Site) -> None:
-    assert site.form("/t/acme/apps/web/deploy/source", source_form(site)).status_code == 303
+    steps = STEP + "\npython3 -c 'print(\"<b>bold</b>\")'"
+    form = source_form(site, steps=steps)
+    assert site.form("/t/acme/apps/web/deploy/source", form).status_code == 303
     wait_for(lambda: "serving home" in site.tail())
 
     response = site.form("/t/acme/apps/web/deploys", {"ref": ""})
@@ -299,6 +307,7 @@ def test_deploy_now_streams_the_output_and_the_new_release_serves(site: Site) ->
     assert records[-1]["commit"] == site.repo.head()
     assert "$ git " in text
     assert "step ran in" in text and "/releases/" in text  # the step ran in the release
+    assert "<b>bold</b>" in text
     assert TOKEN not in text
     kept = site.api("GET", f"web/deploys/{deploy_id}").json()
     assert kept["output"] == text  # the live view showed exactly the kept output
@@ -307,6 +316,7 @@ def test_deploy_now_streams_the_output_and_the_new_release_serves(site: Site) ->
     page = site.client.get(location)
     assert page.status_code == 200
     assert "step ran in" in page.text and "succeeded" in page.text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page.text and "<b>bold" not in page.text
     assert "data-ws=" not in page.text  # finished: nothing to follow
     history = site.api("GET", "web/deploys").json()
     assert [(d["id"], d["status"]) for d in history] == [(deploy_id, "succeeded")]
