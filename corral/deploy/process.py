@@ -124,6 +124,8 @@ def run_command(
     term_at: float | None = None
     killed_at: float | None = None
     fd = pipe.fileno()
+    poller = select.poll()  # not select(): the daemon may hold more than 1024 descriptors
+    poller.register(fd, select.POLLIN)
     eof = False
     exited_at: float | None = None
     try:
@@ -150,8 +152,7 @@ def run_command(
             if eof:
                 time.sleep(0.02)
                 continue
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
+            if poller.poll(100):
                 data = os.read(fd, 65536)
                 if data:
                     lines.feed(data)

@@ -183,3 +183,18 @@ def test_runs_in_its_own_session(tmp_path: Path) -> None:
 def test_stdin_is_empty(tmp_path: Path) -> None:
     lines = run([PY, "-c", "import sys; print(repr(sys.stdin.read()))"], tmp_path)
     assert lines[1] == "''"
+
+
+def test_works_when_the_caller_holds_many_descriptors(tmp_path: Path) -> None:
+    """The daemon may hold over 1024 descriptors: the pipe is polled, not select()ed."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"RLIMIT_NOFILE is {soft}")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert run([PY, "-c", "print('fine')"], tmp_path)[1:] == ["fine"]
+    finally:
+        for fd in held:
+            os.close(fd)
