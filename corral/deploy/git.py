@@ -46,7 +46,7 @@ def git_env(base: Mapping[str, str], layout: DeployLayout) -> dict[str, str]:
 def git_argv(base: Mapping[str, str], *args: str) -> list[str]:
     """["git", <hardening -c options>, *args]; a CA file from the env is passed explicitly."""
     argv = ["git", *_PROTOCOLS]
-    argv += ["-c", "credential.helper=", "-c", "core.askPass=", "-c", "transfer.fsckObjects=true"]
+    argv += ["-c", "credential.helper=", "-c", "core.askPass="]
     ca_file = base.get("GIT_SSL_CAINFO") or base.get("SSL_CERT_FILE")
     if ca_file:
         argv += ["-c", f"http.sslCAInfo={ca_file}"]
