@@ -422,6 +422,8 @@ def test_access_reads_history_and_output_but_changes_nothing(site: Site) -> None
     assert deploy_id in page.text
     assert 'action="/t/acme/apps/web/deploys"' not in page.text  # no Deploy now
     assert "/deploy/source" not in page.text and "Rollback" not in page.text
+    # The overview of a git app offers the Deploy tab to a viewer too.
+    assert 'href="/t/acme/apps/web/deploy"' in viewer.get("/t/acme/apps/web").text
     assert viewer.get(f"/t/acme/apps/web/deploys/{deploy_id}").status_code == 200
     assert viewer.get(f"/api/v1/tenants/acme/apps/web/deploys/{deploy_id}").status_code == 200
     headers = {"Origin": ORIGIN, "X-CSRF-Token": csrf}
