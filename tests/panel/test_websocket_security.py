@@ -60,6 +60,9 @@ def ws_routes() -> list[str]:
 
 
 WS_ROUTES = ws_routes()
+LIVE_ROUTES = [r for r in WS_ROUTES if "{deploy_id}" not in r]
+"""Streams that deliver for as long as they are open. A deploy's stream ends with its deploy;
+its closing at log-out is test_deploys.py::test_a_deploy_stream_closes_when_its_session_ends."""
 
 
 @dataclass
@@ -265,7 +268,7 @@ def streams(server: Server, cookie: Cookie) -> Iterator[dict[str, ClientConnecti
     """One open stream per WebSocket route, each already delivering."""
     with contextlib.ExitStack() as stack:
         opened = {}
-        for route in WS_ROUTES:
+        for route in LIVE_ROUTES:
             ws = stack.enter_context(open_ws(server.url(route), cookie, server.origin))
             assert ws.recv(timeout=10)
             opened[route] = ws
