@@ -36,11 +36,17 @@ def run(ctx: Context, ns: argparse.Namespace) -> int:
         return 0
     if ns.history:
         entries = ctx.call("deploy_history", app=app, limit=min(ns.limit, 200))
-        ctx.print(json.dumps(entries) if ns.json else history_table(entries, ctx.style))
+        if ns.json or entries:
+            ctx.print(json.dumps(entries) if ns.json else history_table(entries, ctx.style))
+        else:
+            ctx.print(f"no deploys of {app} yet")
         return 0
     if ns.releases:
         entries = ctx.call("releases", app=app)
-        ctx.print(json.dumps(entries) if ns.json else releases_table(entries, ctx.style))
+        if ns.json or entries:
+            ctx.print(json.dumps(entries) if ns.json else releases_table(entries, ctx.style))
+        else:
+            ctx.print(f"{app} has no release yet: run `corral deploy {app}`")
         return 0
     if ns.output is not None:
         result = ctx.call("deploy_output", app=app, id=ns.output)

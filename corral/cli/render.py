@@ -289,6 +289,8 @@ def describe_app(app: Mapping[str, Any], style: Style) -> str:
     ]
     if config.get("listen"):
         pairs.append(("listen", ", ".join(config["listen"])))
+    if isinstance(config.get("git"), dict):
+        pairs.append(("git", _git_source(config["git"])))
     pairs += [
         ("restarts", str(sum(int(r.get("restarts") or 0) for r in records))),
         ("unstable restarts", str(sum(int(r.get("unstable_restarts") or 0) for r in records))),
@@ -374,6 +376,16 @@ def _max_memory(value: object) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return format_memory(value)
     return "-"
+
+
+def _git_source(git: Mapping[str, Any]) -> str:
+    """`https://***@host/team/api.git (branch main, keep 5)`: credentials never shown."""
+    from corral.deploy.source import redact
+
+    return (
+        f"{redact(str(git.get('repo', '?')))} (branch {git.get('branch', '?')}, "
+        f"keep {git.get('keep', '?')})"
+    )
 
 
 def instance_table(records: Iterable[Mapping[str, Any]], style: Style) -> str:
