@@ -225,6 +225,9 @@ class Handlers:
             "version": __version__,
             "home": str(self.home.root),
             "app_limit": self.app_limit,
+            # The uid this daemon admits besides its own and root's (None: not started for
+            # a panel); the helper replaces a daemon whose panel is not its own.
+            "panel_uid": self.tenant.panel_uid,
         }
 
     async def list_processes(self, args: dict[str, Any]) -> Any:

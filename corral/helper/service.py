@@ -20,13 +20,12 @@ from corral import __version__
 from corral.helper import accounts, homes, procs
 from corral.helper.accounts import Tools
 from corral.helper.config import HelperConfig
-from corral.helper.daemons import Daemons
+from corral.helper.daemons import Daemons, Started
 from corral.helper.registry import Registry, TenantRecord
 from corral.protocol.helper import (
     HelperVerb,
     PingResult,
     RemoveResult,
-    StartResult,
     StopResult,
     TenantInfo,
 )
@@ -56,9 +55,13 @@ class Helper:
             info = self.create_tenant(name)
             return info, f"created user {name} (uid {info['uid']}) with home {info['home']}"
         if verb is HelperVerb.START_DAEMON:
-            started = self.start_daemon(name, args["app_limit"])
+            done = self.start_daemon(name, args["app_limit"])
+            started = done.result
             what = "started" if started["started"] else "already running"
-            return started, f"daemon {what} (pid {started['pid']}), app limit {args['app_limit']}"
+            detail = f"daemon {what} (pid {started['pid']}), app limit {args['app_limit']}"
+            for replaced in done.replaced:
+                detail += f"; replaced a daemon the tenant started itself ({replaced})"
+            return started, detail
         if verb is HelperVerb.STOP_DAEMON:
             stopped = self.stop_daemon(name)
             return stopped, "daemon stopped" if stopped["stopped"] else "no daemon was running"
@@ -154,7 +157,8 @@ class Helper:
             return False
         return True
 
-    def start_daemon(self, name: str, app_limit: int) -> StartResult:
+    def start_daemon(self, name: str, app_limit: int) -> Started:
+        """Start the tenant's daemon, replacing one the panel cannot use (`Started`)."""
         with self._tenant_lock(name):
             record = self._known(name)
             homes.ensure_corral_dir(record.home, record.uid, self.config.panel_gid)

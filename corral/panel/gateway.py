@@ -415,6 +415,11 @@ class TenantDaemon:
             return _open(path)
         except (FileNotFoundError, ConnectionRefusedError):
             pass  # nobody listens there: start it
+        except PermissionError as exc:
+            # Isolated mode: a daemon the tenant started itself (its own CLI) locks the panel
+            # out; the helper's start replaces it. Development mode: an error like any other.
+            if isinstance(self.starter, (DevStarter, NoAutostart)):
+                raise DaemonDown(f"cannot reach the daemon at {path}: {_reason(exc)}") from None
         except OSError as exc:
             raise DaemonDown(f"cannot reach the daemon at {path}: {_reason(exc)}") from None
         self.starter.start(self.corral_home, self.tenant)

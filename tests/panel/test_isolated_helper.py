@@ -11,8 +11,10 @@ processes gone). Every user a test creates is removed at the end, even on failur
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import select
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import pytest
 
 from corral.panel.helper_client import HelperClient, HelperError
 from corral.protocol.wire import ErrorCode
-from tests.conftest import wait_for
+from tests.conftest import read_text, wait_for
 from tests.support.isolation import Isolated, daemon_call, isolated_panel, run_as
 from tests.support.otheruid import (
     can_switch_users,
@@ -259,29 +261,119 @@ def test_private_apps_import_and_edit_and_the_daemons_refusals_name_the_field(
     assert env["env"]["X"] == "1"  # the edited config was applied
 
 
-def test_a_daemon_the_tenant_started_itself_locks_the_panel_out_and_opens_nothing(
+CONNECT = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX)\n"
+    "try:\n    s.connect(sys.argv[1]); print('connected')\n"
+    "except OSError as exc:\n    print(type(exc).__name__)\n"
+)
+
+
+def pidfd_of(pid: int, uid: int) -> int:
+    """A pidfd of `pid`, checked after opening to be a process of `uid` (so waiting on it
+    can never be confused by a reused pid)."""
+    fd = os.pidfd_open(pid)
+    if psutil.Process(pid).uids().real != uid:
+        os.close(fd)
+        raise AssertionError(f"pid {pid} is not a process of uid {uid}")
+    return fd
+
+
+def exited(pidfd: int) -> bool:
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+def helper_audit(iso: Isolated) -> list[dict[str, Any]]:
+    text = read_text(iso.log.parent / "state" / "audit.log")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_a_daemon_the_tenant_started_itself_is_replaced_at_the_panels_next_request(
     iso: Isolated,
 ) -> None:
     """The tenant's own CLI autostarts a daemon without the panel's ids: `.corral` is
-    tightened to 0700 and the socket is 0600. The panel then fails closed: every request
-    for that tenant is a clear 503, nothing is created, and nothing is opened up again."""
+    tightened to 0700 and the socket is 0600, so the panel's connect fails (EACCES). A
+    page view says so (it never starts or replaces a daemon); the next action asks the
+    helper to start the daemon, once: the helper stops the tenant's
+    daemon over its socket (state saved, apps stopped), starts a proper one as the tenant,
+    which restores the apps that were meant to run, and audits the replacement. The
+    tenant's own daemon never got panel access: it is gone, not opened up."""
     name = iso.name()
     made = iso.request("POST", "/api/v1/admin/tenants", {"name": name, "app_limit": 3})
     assert made["status"] == 201, made
     user = pwd.getpwnam(name)
     home = iso.tenants_dir / name
+    script = home / "server.py"
+    script.write_text(SLEEPER)
+    os.chown(script, user.pw_uid, user.pw_gid)
+    api = f"/api/v1/tenants/{name}/apps"
+    two = "apps:\n  - name: web\n    script: server.py\n  - name: worker\n    script: server.py\n"
+    imported, stopped = iso.requests(
+        {"method": "POST", "path": f"{api}/import", "json": {"text": two}},
+        {"method": "POST", "path": f"{api}/worker/stop", "json": {}},
+    )
+    assert imported["status"] == 201 and stopped["status"] == 200, (imported, stopped)
+
+    # The daemon stops (a reboot, an admin); the tenant's own `corral ls` starts another.
+    first = daemon_ping(home)
+    first_fd = pidfd_of(first["pid"], user.pw_uid)
+    try:
+        daemon_call(home, "kill")
+        wait_for(lambda: exited(first_fd), timeout=60)
+    finally:
+        os.close(first_fd)
     listed = run_as(user, ["-m", "corral", "ls"], home=home)
     assert listed.returncode == 0, listed.stderr
+    assert "web" in listed.stdout and "worker" in listed.stdout
     corral, sock = home / ".corral", home / ".corral" / "corral.sock"
     assert (corral.stat().st_mode & 0o7777, sock.stat().st_mode & 0o777) == (0o700, 0o600)
+    own = daemon_ping(home)
+    assert own["panel_uid"] is None  # not started for any panel
+    assert iso.as_panel(["-c", CONNECT, str(sock)]).stdout.strip() == "PermissionError"
+    own_pids = {r["pid"] for r in daemon_call(home, "list") if r["name"] == "web"}
+    assert own_pids and all(own_pids)  # the tenant's daemon restored web, as its own
+    own_fd = pidfd_of(own["pid"], user.pw_uid)
+    try:
+        # A page view never starts a daemon (GET changes nothing), nor replaces one: it
+        # says plainly why it cannot show the apps.
+        [locked] = iso.requests({"method": "GET", "path": api})
+        assert locked["status"] == 503, locked
+        assert locked["body"]["error"] == f"cannot reach the daemon at {sock}: Permission denied"
+        assert not exited(own_fd) and daemon_call(home, "ping")["pid"] == own["pid"]
+        # The next action asks the helper, which replaces the tenant's daemon.
+        again, page, apps = iso.requests(
+            {"method": "POST", "path": f"{api}/worker/stop", "json": {}},
+            {"method": "GET", "path": f"/t/{name}"},
+            {"method": "GET", "path": api},
+        )
+        assert exited(own_fd), (again, read_text(iso.log))  # stopped, never opened up
+    finally:
+        os.close(own_fd)
+    assert again["status"] == 200, again
+    assert page["status"] == 200 and "web" in page["text"], page
+    assert apps["status"] == 200, apps
+    by_name = {app["name"]: app for app in apps["body"]["apps"]}
+    assert set(by_name) == {"web", "worker"}
+    pids = [m["pid"] for m in by_name["web"]["members"]]
+    assert pids and all(pids) and not set(pids) & own_pids  # meant to run: running again
+    assert {psutil.Process(pid).uids().real for pid in pids} == {user.pw_uid}
+    assert not any(m["pid"] for m in by_name["worker"]["members"])  # stopped stays stopped
 
-    api = f"/api/v1/tenants/{name}/apps"
-    apps, created = iso.requests(
-        {"method": "GET", "path": api},
-        {"method": "POST", "path": api, "json": {"name": "web", "script": "server.py"}},
+    proper = daemon_ping(home)
+    assert proper["pid"] != own["pid"] and proper["panel_uid"] == iso.panel.pw_uid
+    assert proper["app_limit"] == 3
+    environ = psutil.Process(proper["pid"]).environ()
+    assert environ["CORRAL_PANEL_UID"] == str(iso.panel.pw_uid)
+    assert (corral.stat().st_mode & 0o7777, sock.stat().st_mode & 0o777) == (0o2750, 0o660)
+    [entry] = [
+        e
+        for e in helper_audit(iso)
+        if e["tenant"] == name and "replaced a daemon the tenant started itself" in e["detail"]
+    ]
+    assert (entry["verb"], entry["result"], entry["peer_uid"]) == (
+        "start_daemon",
+        "ok",
+        iso.panel.pw_uid,
     )
-    for answer in (apps, created):
-        assert answer["status"] == 503, answer
-        assert answer["body"]["error"] == f"cannot reach the daemon at {sock}: Permission denied"
-    assert daemon_call(home, "list") == []  # root may still ask it: nothing was started
-    assert (corral.stat().st_mode & 0o7777, sock.stat().st_mode & 0o777) == (0o700, 0o600)
+    assert f"(pid {own['pid']}: its socket is 0600 with group {user.pw_gid}" in entry["detail"]
+    assert entry["detail"].startswith(f"daemon started (pid {proper['pid']}), app limit 3")
