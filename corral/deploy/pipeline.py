@@ -11,7 +11,6 @@ import contextlib
 import grp
 import os
 import pwd
-import tarfile
 import tempfile
 import threading
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from corral.deploy import git
+from corral.deploy.extract import extract_release
 from corral.deploy.files import chown_tree, remove_tree
 from corral.deploy.install import install_steps
 from corral.deploy.layout import DeployLayout
@@ -35,7 +35,14 @@ from corral.deploy.source import (
     redact,
 )
 
-__all__ = ["BuildRequest", "BuildResult", "StepFailed", "build_release", "run_command"]
+__all__ = [
+    "BuildRequest",
+    "BuildResult",
+    "StepFailed",
+    "build_release",
+    "extract_release",
+    "run_command",
+]
 
 
 @dataclass
@@ -264,18 +271,6 @@ def _export(ctx: _Context, commit: str, path: Path) -> None:
         extract_release(archive, path)
     if ctx.owner is not None:
         chown_tree(path, *ctx.owner)
-
-
-def extract_release(archive: object, path: Path) -> None:
-    """Extract a tar stream into the (empty) release folder; StepFailed on any member that
-    would land outside it."""
-    try:
-        with tarfile.open(fileobj=archive, mode="r:") as tar:  # type: ignore[call-overload]
-            tar.extractall(path, filter="data")
-    except tarfile.FilterError as exc:
-        raise StepFailed("checkout", f"refused an unsafe file in the repository: {exc}") from None
-    except tarfile.TarError as exc:
-        raise StepFailed("checkout", f"cannot read the archive: {exc}") from None
 
 
 def _build_env(ctx: _Context, release: Path) -> dict[str, str]:

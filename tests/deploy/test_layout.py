@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from corral.deploy.extract import HAS_DATA_FILTER, extract_release
 from corral.deploy.layout import RELEASE_META, DeployLayout, ReleaseError, is_release_id
-from corral.deploy.pipeline import extract_release
 from corral.deploy.process import StepFailed
 
 
@@ -143,6 +143,15 @@ def _file(name: str, content: bytes = b"x", mode: int = 0o644) -> tuple[tarfile.
     return info, content
 
 
+# Each extraction test runs twice: with tarfile's data filter (Python 3.11.4+) and with
+# corral's own member checks, which Pythons without the filter (Debian 12's 3.11.2) use.
+@pytest.fixture(params=[False, True], ids=["data-filter", "own-checks"])
+def checked(request: pytest.FixtureRequest) -> bool:
+    if not request.param and not HAS_DATA_FILTER:
+        pytest.skip("this Python's tarfile has no data filter")
+    return bool(request.param)
+
+
 @pytest.mark.parametrize(
     "members",
     [
@@ -156,12 +165,12 @@ def _file(name: str, content: bytes = b"x", mode: int = 0o644) -> tuple[tarfile.
     ids=["dotdot", "nested-dotdot", "abs-link-dir", "up-link", "abs-link", "up-link2"],
 )
 def test_extraction_never_writes_outside_the_release(
-    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], checked: bool
 ) -> None:
     release = tmp_path / "home" / "releases" / "r"
     release.mkdir(parents=True)
     with pytest.raises(StepFailed) as caught:
-        extract_release(_tar(*members), release)
+        extract_release(_tar(*members), release, checked=checked)
     assert caught.value.step == "checkout"
     assert "refused an unsafe file" in caught.value.message
     assert not (tmp_path / "home" / "escape").exists()
@@ -169,16 +178,18 @@ def test_extraction_never_writes_outside_the_release(
     assert not Path("/etc/owned").exists()
 
 
-def test_absolute_names_land_inside_the_release(tmp_path: Path) -> None:
+def test_absolute_names_land_inside_the_release(tmp_path: Path, checked: bool) -> None:
     release = tmp_path / "r"
     release.mkdir()
     name = f"{tmp_path}/abs-escape"
-    extract_release(_tar(_file(name, b"in")), release)
+    extract_release(_tar(_file(name, b"in")), release, checked=checked)
     assert not Path(name).exists()
     assert (release / name.lstrip("/")).read_text() == "in"
 
 
-def test_extraction_keeps_links_inside_and_drops_dangerous_modes(tmp_path: Path) -> None:
+def test_extraction_keeps_links_inside_and_drops_dangerous_modes(
+    tmp_path: Path, checked: bool
+) -> None:
     release = tmp_path / "r"
     release.mkdir()
     extract_release(
@@ -188,6 +199,7 @@ def test_extraction_keeps_links_inside_and_drops_dangerous_modes(tmp_path: Path)
             _file("bin/run", b"#!/bin/sh\n", 0o4777),
         ),
         release,
+        checked=checked,
     )
     assert (release / "latest.txt").read_text() == "v1"
     mode = (release / "bin" / "run").stat().st_mode & 0o7777

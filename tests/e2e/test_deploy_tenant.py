@@ -32,25 +32,6 @@ from .deploy_helpers import free_port, get, version_files
 pytestmark = pytest.mark.slow
 
 
-def _system_tarfile_filters() -> bool:
-    done = subprocess.run(
-        ["/usr/bin/python3", "-c", "import tarfile; print(hasattr(tarfile, 'data_filter'))"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() == "True"
-
-
-# The tenant daemon runs the system Python (any uid can run it); Debian's 3.11.2 has no
-# tarfile extraction filters (3.11.4+), which corral.deploy.pipeline's export needs.
-OLD_TARFILE = pytest.mark.xfail(
-    os.path.exists("/usr/bin/python3") and not _system_tarfile_filters(),
-    reason="corral.deploy.pipeline needs tarfile.data_filter (Python 3.11.4+)",
-    strict=True,
-)
-
-
 @pytest.fixture
 def world() -> Iterator[dict[str, Any]]:
     why = can_switch_users()
@@ -119,7 +100,6 @@ def world() -> Iterator[dict[str, Any]]:
         }
 
 
-@OLD_TARFILE
 def test_a_tenant_daemon_builds_and_runs_its_release_as_the_tenant(world: dict[str, Any]) -> None:
     tenant, home = world["tenant"], world["home"]
     port = free_port()
