@@ -7,6 +7,7 @@ entry, `ok` or `failed` (with the daemon's message) or `denied` (the app limit).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shlex
@@ -41,6 +42,7 @@ from corral.panel.validation import (
     resolving_with,
     validate_app_form,
 )
+from corral.panel.webhooks import service as webhooks
 from corral.protocol.wire import ErrorCode
 
 if TYPE_CHECKING:
@@ -416,6 +418,10 @@ def scale(ctx: Ctx, name: str, count: object) -> Done:
 def delete(ctx: Ctx, name: str) -> list[str]:
     daemon = _daemon(ctx)
     deleted: list[str] = _audited_call(ctx, "app.delete", name, "", lambda: daemon.delete(name))
+    # Its webhook goes with it: a later app of the same name must not inherit URL and token.
+    for gone in deleted:
+        with contextlib.suppress(webhooks.HookError):
+            webhooks.disable(ctx.panel, _tenant(ctx), gone)
     return deleted
 
 

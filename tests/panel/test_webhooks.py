@@ -569,6 +569,24 @@ def test_removing_a_tenant_removes_its_hooks(tmp_path: Path) -> None:
         panel.database.close()
 
 
+def test_deleting_an_app_removes_its_hook(w: World) -> None:
+    """A later app of the same name must not inherit the URL and the token."""
+    start_app(w.corral, "brief")
+    issued = service.enable(w.panel, w.tenant, "brief", "tester")
+    answer = submit(
+        w.client(w.manager), "POST", "/api/v1/tenants/a/apps/brief/delete", api=True,
+        csrf=w.manager.csrf, headers={"Origin": ORIGIN},
+    )  # fmt: skip
+    assert answer.status_code == 200 and answer.json()["deleted"] == ["brief"]
+    assert service.webhook_view(w.panel, w.tenant, "brief")["enabled"] is False
+    start_app(w.corral, "brief")  # the same name again
+    try:
+        again = hook(w, issued.public_id, headers={"X-Corral-Token": issued.token})
+        assert (again.status_code, again.json()) == (403, DENIED_BODY)
+    finally:
+        w.corral.call("delete", target="brief")
+
+
 def test_the_view_gives_the_full_url_when_the_public_origin_is_known(tmp_path: Path) -> None:
     _app, panel = make_app(
         tmp_path / "panel", starter=NoAutostart(), public_origin="https://panel.example.com/"
