@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from corral.panel.cli import main as panel_main
 
         return panel_main(args[1:])
+    if args and args[0] == "hub":  # the monitoring hub has its own command line (SPEC 5)
+        from corral.hub.cli import main as hub_main
+
+        return hub_main(args[1:])
     if args and args[0] == "helper":  # the privileged tenant helper (root only, SPEC 2.2)
         from corral.helper.cli import main as helper_main
 

@@ -1,0 +1,1 @@
+"""The hub's database: its own models and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""The hub's pages and API, registered on `corral.hub.routing.registry`."""
