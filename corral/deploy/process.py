@@ -78,6 +78,24 @@ class _Lines:
         self.output(redact(line.rstrip(b"\r").decode("utf-8", "replace")))
 
 
+def shown(argv: Sequence[str]) -> list[str]:
+    """The command as echoed: git's `-c` hardening options before the subcommand (the same
+    on every call, see git.py) are left out so the line says what runs; nothing else is."""
+    if not argv or os.path.basename(argv[0]) != "git":
+        return list(argv)
+    out, index = [argv[0]], 1
+    while index < len(argv) and argv[index].startswith("-"):  # git's own options
+        if argv[index] != "-c":
+            out.append(argv[index])
+            if argv[index] == "-C" and index + 1 < len(argv):
+                out.append(argv[index + 1])
+                index += 1
+        else:
+            index += 1  # and its value
+        index += 1
+    return out + list(argv[index:])
+
+
 def run_command(
     argv: Sequence[str],
     *,
@@ -98,7 +116,7 @@ def run_command(
     """
     argv = [str(arg) for arg in argv]
     name = step or os.path.basename(argv[0])
-    output("$ " + redact(shlex.join(argv)))
+    output("$ " + redact(shlex.join(shown(argv))))
     try:
         proc = subprocess.Popen(
             argv,

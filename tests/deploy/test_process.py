@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from corral.deploy.process import MAX_LINE, StepFailed, run_command
+from corral.deploy.process import MAX_LINE, StepFailed, run_command, shown
 from tests.conftest import wait_for
 from tests.deploy.conftest import base_env
 
@@ -198,3 +198,9 @@ def test_works_when_the_caller_holds_many_descriptors(tmp_path: Path) -> None:
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_the_echo_of_git_leaves_out_only_its_hardening_options() -> None:
+    argv = ["/usr/bin/git", "-c", "protocol.allow=never", "-C", "/c", "fetch", "-c", "x"]
+    assert shown(argv) == ["/usr/bin/git", "-C", "/c", "fetch", "-c", "x"]
+    assert shown([PY, "-c", "print(1)"]) == [PY, "-c", "print(1)"]
