@@ -140,6 +140,9 @@ class ProtocolAgent:
         assert self.ws is not None and self.session is not None
         await self.ws.send(self.session.seal(message_type, body))
 
+    async def send_metrics(self, body: dict[str, Any]) -> None:
+        await self.send(MessageType.METRICS, body)
+
     async def answer_one_action(self) -> dict[str, Any]:
         """Receive one action, decide as the real agent does, answer; the action."""
         assert self.ws is not None and self.session is not None
