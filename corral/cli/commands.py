@@ -860,6 +860,12 @@ def cmd_metrics(ctx: Context, ns: argparse.Namespace) -> int:
 
 
 def cmd_set(ctx: Context, ns: argparse.Namespace) -> int:
+    if ns.key == "agent.password":
+        from corral.agent.cli import cmd_set_password
+
+        return cmd_set_password(ctx, ns)
+    if ns.value is None:
+        raise CliError(f"set {ns.key}: a VALUE is needed (corral set KEY VALUE)", 2)
     result = ctx.call("set", key=ns.key, value=ns.value)
     ctx.print(f"{result['key']} = {_setting_text(result['value'])}")
     return 0
@@ -867,8 +873,22 @@ def cmd_set(ctx: Context, ns: argparse.Namespace) -> int:
 
 def cmd_get(ctx: Context, ns: argparse.Namespace) -> int:
     for key, value in ctx.call("get", key=ns.key).items():
+        if key == "agent.password" and value:
+            value = "(set)"  # a verifier: nothing to read in it
         ctx.print(f"{key} = {_setting_text(value)}")
     return 0
+
+
+def cmd_link(ctx: Context, ns: argparse.Namespace) -> int:
+    from corral.agent.cli import cmd_link as link
+
+    return link(ctx, ns)
+
+
+def cmd_unlink(ctx: Context, ns: argparse.Namespace) -> int:
+    from corral.agent.cli import cmd_unlink as unlink
+
+    return unlink(ctx, ns)
 
 
 def _setting_text(value: Any) -> str:
@@ -1024,6 +1044,8 @@ VERBS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "metrics": cmd_metrics,
     "set": cmd_set,
     "get": cmd_get,
+    "link": cmd_link,
+    "unlink": cmd_unlink,
     "secret": cmd_secret,
     "deploy": cmd_deploy,
 }

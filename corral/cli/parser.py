@@ -283,7 +283,38 @@ def _metrics(p: argparse.ArgumentParser) -> None:
 
 def _set(p: argparse.ArgumentParser) -> None:
     p.add_argument("key", metavar="KEY", help="e.g. logs.max_size, logs.retain, logs.compress")
-    p.add_argument("value", metavar="VALUE")
+    p.add_argument("value", metavar="VALUE", nargs="?")
+    p.epilog = (
+        "agent.password takes no VALUE: it is asked twice at a hidden prompt (or read from"
+        ' stdin) and only its argon2 verifier is stored; `corral set agent.password ""`'
+        " removes it."
+    )
+
+
+def _unlink(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "public", metavar="PUBLIC", nargs="?", help="only if linked to this bucket (a check)"
+    )
+
+
+def _link(p: argparse.ArgumentParser) -> None:
+    p.add_argument("public", metavar="PUBLIC", nargs="?", help="the bucket's public id")
+    p.add_argument(
+        "secret",
+        metavar="SECRET",
+        nargs="?",
+        help="the bucket's secret key (`-`: read it from stdin or a hidden prompt)",
+    )
+    p.add_argument("--hub", metavar="URL", help="the hub, wss://host[:port] (ws:// on loopback)")
+    p.add_argument(
+        "--ca-file", metavar="FILE", help="trust this CA for the hub (default: SSL_CERT_FILE)"
+    )
+    p.add_argument("--info", action="store_true", help="show the link and its state")
+    p.add_argument("--json", action="store_true", help="--info: as JSON")
+    p.epilog = (
+        "Only keys derived from the secret reach the daemon (<home>/agent.json, 0600); the "
+        "secret is never stored and never sent to the hub."
+    )
 
 
 def _get(p: argparse.ArgumentParser) -> None:
@@ -405,6 +436,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "metrics": ("print the Prometheus metrics, or serve them on loopback", _metrics),
     "set": ("change a daemon-wide setting (kept across restarts)", _set),
     "get": ("show daemon-wide settings", _get),
+    "link": ("link this server to a monitoring hub, or show the link (--info)", _link),
+    "unlink": ("close the link to the monitoring hub and forget it", _unlink),
     "secret": ("set, list, remove apps' secrets (stored encrypted, never shown)", _secret),
     "deploy": ("deploy an app from its git source, roll back, show its history", _deploy),
 }

@@ -217,12 +217,14 @@ async def run(home: Home, tenant: TenantMode) -> int:
     loop.add_signal_handler(signal.SIGUSR2, sup.log_writer.reopen_all)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
     sup.start_sampling()
+    await handlers.agent.start()  # the hub link, if this daemon is linked
     log.info("daemon %d ready on %s", os.getpid(), home.socket)
 
     await done.wait()
     log.info("shutting down")
     await asyncio.sleep(0.05)  # let the reply to `kill` reach the client
     await server.close()
+    await handlers.agent.close()
     await metrics.close()
     await sup.shutdown()
     log.info("stopped")

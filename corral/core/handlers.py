@@ -200,6 +200,10 @@ class Handlers:
             Command.DEPLOY_KEY: self.deploy_key,
         }
         self.deploys = DeployManager(supervisor, home.root)
+        from corral.agent.service import AgentService  # the hub link (SPEC 5)
+
+        self.agent = AgentService(self)
+        self.table.update(self.agent.commands())
 
     # ------------------------------------------------------------ records
 

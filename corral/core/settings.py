@@ -70,6 +70,44 @@ def _loopback(value: Any) -> str:
     return text
 
 
+def _verifier(value: Any) -> str | None:
+    """The agent password's verifier (corral.protocol.hub.proof.PasswordVerifier as text),
+    made by `corral set agent.password` from the typed password: never the password."""
+    if value is None or value == "":
+        return None
+    from corral.protocol.hub.errors import HubProtocolError
+    from corral.protocol.hub.proof import PasswordVerifier
+
+    try:
+        return PasswordVerifier.from_text(str(value)).to_text()
+    except HubProtocolError:
+        # Never echo the value: someone may have typed the password itself here.
+        raise ValueError(
+            "expected the verifier that `corral set agent.password` makes from the password"
+            " it asks for (the password itself is never stored)"
+        ) from None
+
+
+def _interval(value: Any) -> int:
+    try:
+        number = _count(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 3600:
+        raise ValueError(f"expected seconds from 1 to 3600, got {value!r}")
+    return number
+
+
+def _queue(value: Any) -> int:
+    try:
+        number = _count(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 100_000:
+        raise ValueError(f"expected a number of pushes from 1 to 100000, got {value!r}")
+    return number
+
+
 KNOWN: dict[str, Setting] = {
     "logs.max_size": Setting(
         _size, 10 * 1024 * 1024, "rotate a log file past this size (0: never)"
@@ -78,6 +116,14 @@ KNOWN: dict[str, Setting] = {
     "logs.compress": Setting(_bool, False, "gzip rotated log files"),
     "metrics.port": Setting(_port, 0, "serve Prometheus metrics on this port (0: off)"),
     "metrics.host": Setting(_loopback, "127.0.0.1", "the loopback address for metrics"),
+    "agent.password": Setting(
+        _verifier, None, "the agent password's verifier: sensitive remote actions need it"
+    ),
+    "agent.remote_actions": Setting(_bool, True, "run the hub's remote actions at all"),
+    "agent.interval": Setting(_interval, 5, "seconds between two pushes to the hub"),
+    "agent.queue": Setting(
+        _queue, 720, "pushes kept while the hub is away (the oldest are dropped past it)"
+    ),
 }
 
 

@@ -121,6 +121,22 @@ class Command(StrEnum):
     """{"app": name, "create": bool} -> {"public_key": str | null}: the public half of the
     app's SSH deploy key (ed25519), made first when `create` is true. The private half
     never leaves the daemon's home."""
+    LINK = "link"
+    """{"hub": wss URL, "keys": BucketKeys JSON (corral.protocol.hub.keys), "ca_file":
+    absolute path | null} -> link info (see `link_info`): links this daemon to a monitoring
+    hub (SPEC 5). The client derives the bucket's keys from its secret; the secret itself
+    is never sent here nor stored. ws:// only to a loopback address. Saves
+    <home>/agent.json (0600) and (re)starts the link; answers after the first connection
+    attempt (at most a few seconds), with `connected` and `last_error`."""
+    LINK_INFO = "link_info"
+    """{} -> {"linked": bool, "hub", "public_id", "server_id", "ca_file", "connected",
+    "connections", "last_push" (unix time | null), "last_error", "queue", "queue_limit",
+    "dropped" (pushes dropped while the hub was away), "remote_actions" (effective),
+    "remote_actions_env", "remote_actions_setting", "password_set", "interval"}; the
+    link's fields are absent when not linked."""
+    UNLINK = "unlink"
+    """{} -> {"unlinked": bool, "hub": str | null}: closes the link and forgets it
+    (agent.json removed)."""
     KILL = "kill"
     """{} -> {"stopped": int}; the daemon stops every app and exits after replying."""
     SUBSCRIBE = "subscribe"
