@@ -485,6 +485,8 @@ def _non_negative(text: str) -> int:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse a command line; `--` ends corral's options, what follows goes to the app."""
+    if argv and CANONICAL.get(argv[0]) == "link":
+        return _parse_link(argv)
     app_args: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
@@ -513,6 +515,38 @@ def parse(argv: list[str]) -> argparse.Namespace:
             ns.only = split_names(ns.only)
     elif ns.verb in ("restart", "reload") and ns.only is not None:
         ns.only = split_names(ns.only)
+    return ns
+
+
+_LINK_VALUED = frozenset({"--hub", "--ca-file"})
+_LINK_FLAGS = frozenset({"--info", "--json", "-h", "--help"})
+
+
+def _parse_link(argv: list[str]) -> argparse.Namespace:
+    """`corral link`: a bucket secret may start with a dash (URL-safe base64), which
+    argparse would take for an option; anything that is not one of link's own options is
+    passed as a positional."""
+    flags: list[str] = []
+    positionals: list[str] = []
+    rest = argv[1:]
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        if token == "--":
+            positionals += rest[i + 1 :]
+            break
+        if token.split("=", 1)[0] in _LINK_VALUED:
+            flags.append(token)
+            if "=" not in token and i + 1 < len(rest):
+                i += 1
+                flags.append(rest[i])
+        elif token in _LINK_FLAGS:
+            flags.append(token)
+        else:
+            positionals.append(token)
+        i += 1
+    ns = build_parser("link").parse_args([argv[0], *flags, "--", *positionals])
+    ns.app_args = []
     return ns
 
 

@@ -153,3 +153,16 @@ def test_git_revision_is_the_current_releases_commit(tmp_path: Path) -> None:
     layout.finish_release(release, commit, "main", 1.0, "https://example.org/repo.git")
     layout.activate(release)
     assert git_revision(tmp_path, "web") == commit
+
+
+def test_link_parser_takes_a_secret_that_starts_with_a_dash() -> None:
+    from corral.cli.parser import parse
+
+    ns = parse(["link", "0123456789abcdef", "-hSecret_-x", "--hub", "wss://h", "--ca-file=ca"])
+    assert (ns.public, ns.secret, ns.hub, ns.ca_file) == (
+        "0123456789abcdef",
+        "-hSecret_-x",
+        "wss://h",
+        "ca",
+    )
+    assert parse(["link", "--info", "--json"]).info is True

@@ -58,6 +58,9 @@ class TestHub:
         self.results: dict[str, dict[str, Any]] = {}
         self.denied = 0
         self.errors: list[str] = []
+        self.close_codes: list[int | None] = []
+        """How each authenticated connection ended (1008: the agent refused a frame)."""
+        self.sent: list[str] = []
         self.conn: Conn | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -138,6 +141,7 @@ class TestHub:
             self.errors.append(str(exc))
             await ws.close(1008)
         finally:
+            self.close_codes.append(ws.close_code)
             if self.conn is conn:
                 self.conn = None
 
@@ -190,7 +194,9 @@ class TestHub:
             key = derive_proof_key(password, PasswordParams.from_json(params))
 
         async def send() -> None:
-            await conn.ws.send(seal_action(conn.session, action, key))
+            frame = seal_action(conn.session, action, key)
+            self.sent.append(frame)
+            await conn.ws.send(frame)
 
         self._call(send())
         deadline = time.monotonic() + timeout
@@ -199,6 +205,11 @@ class TestHub:
                 raise AssertionError(f"no result for action {action_id} ({verb} {target})")
             time.sleep(0.05)
         return self.results[action_id]
+
+    def send_raw(self, text: str) -> None:
+        """Send `text` as is on the current connection (a replayed or altered frame)."""
+        conn = self.wait_connected()
+        self._call(conn.ws.send(text))
 
 
 @contextlib.contextmanager

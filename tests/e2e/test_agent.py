@@ -36,9 +36,9 @@ PASSWORD = "correct horse battery staple"
 
 
 class Bucket:
-    def __init__(self) -> None:
+    def __init__(self, secret: str | None = None) -> None:
         self.public_id = new_public_id()
-        self.secret = new_secret()
+        self.secret = secret or new_secret()
         self.keys: BucketKeys = derive_bucket_keys(self.public_id, self.secret)
 
 
@@ -129,6 +129,37 @@ def test_tls_refused_without_the_ca(daemon: Corral, bucket: Bucket, hub: TestHub
     assert "certificate is not trusted" in str(info(daemon)["last_error"])
 
 
+def test_ssl_cert_file_names_the_ca_too(daemon: Corral, hub: TestHub, pki: Pki) -> None:
+    bucket = Bucket("-h" + new_secret())  # URL-safe base64 may start with a dash
+    hub.keys[bucket.public_id] = bucket.keys
+    env = {**daemon.env, "SSL_CERT_FILE": str(pki.ca_cert)}
+    result = daemon.ok("link", bucket.public_id, bucket.secret, "--hub", hub.url, env=env)
+    assert "connected" in result.out and "not connected" not in result.out
+    assert info(daemon)["ca_file"] == str(pki.ca_cert)
+
+
+def test_replayed_or_altered_action_frames_drop_the_connection(
+    daemon: Corral, bucket: Bucket, hub: TestHub, pki: Pki
+) -> None:
+    daemon.start_app("web", APP)
+    link(daemon, bucket, hub, pki)
+    assert hub.action("restart", "web")["ok"] is True
+    wait_for(lambda: daemon.proc("web")["restarts"] == 1)
+    hub.send_raw(hub.sent[-1])  # the same frame again: replayed
+    wait_for(lambda: 1008 in hub.close_codes)
+    conn = hub.wait_connected(after=1)  # the agent comes back with a new session
+    assert daemon.proc("web")["restarts"] == 1  # the replay ran nothing
+    assert hub.action("restart", "web")["ok"] is True
+    frame = json.loads(hub.sent[-1])
+    frame["seq"] += 1
+    frame["ct"] = frame["ct"][:-4] + ("AAAA" if frame["ct"][-4:] != "AAAA" else "BBBB")
+    hub.send_raw(json.dumps(frame, separators=(",", ":")))  # tampered
+    wait_for(lambda: hub.close_codes.count(1008) == 2)
+    assert conn is not hub.wait_connected(after=2)
+    log = read_text(daemon.home.daemon_log)
+    assert "replayed" in log and "tampered" in log
+
+
 def test_wrong_secret_is_denied_and_said(daemon: Corral, hub: TestHub, pki: Pki) -> None:
     other = Bucket()
     hub.keys[other.public_id] = derive_bucket_keys(other.public_id, new_secret())
@@ -140,7 +171,8 @@ def test_wrong_secret_is_denied_and_said(daemon: Corral, hub: TestHub, pki: Pki)
     assert hub.hellos == [] and hub.denied >= 1
 
 
-def test_bad_link_requests_refused_by_the_cli(daemon: Corral, bucket: Bucket) -> None:
+def test_bad_link_requests_refused(daemon: Corral, bucket: Bucket) -> None:
+    hub_url = "wss://hub.example.org"
     cases = [
         (["--hub", "ws://hub.example.org"], "loopback"),
         (["--hub", "wss://hub.example.org", "--ca-file", "/nonexistent.pem"], "does not exist"),
@@ -151,6 +183,15 @@ def test_bad_link_requests_refused_by_the_cli(daemon: Corral, bucket: Bucket) ->
         assert result.code == 2, result
         assert message in result.err
         assert bucket.secret not in result.err
+    with daemon.client() as client:
+        from corral.protocol.wire import ProtocolError
+
+        with pytest.raises(ProtocolError, match="loopback"):
+            client.call("link", hub="ws://hub.example.org", keys=bucket.keys.to_json())
+        with pytest.raises(ProtocolError, match="CA file"):
+            client.call("link", hub=hub_url, keys=bucket.keys.to_json(), ca_file="/etc/passwd")
+        with pytest.raises(ProtocolError, match="bucket keys"):
+            client.call("link", hub=hub_url, keys={"v": 1, "public_id": bucket.public_id})
     result = daemon.cli("link", bucket.public_id, "short", "--hub", "wss://h.example.org")
     assert result.code == 2 and "32 to 512" in result.err and "short" not in result.err
     assert not (daemon.home.root / "agent.json").exists()
