@@ -54,7 +54,9 @@ def cmd_link(ctx: Context, ns: argparse.Namespace) -> int:
         url = check_hub_url(ns.hub)
     except (HubProtocolError, LinkError) as exc:
         raise _error(str(exc), 2) from None
-    ca_file = ns.ca_file or ctx.environ.get("SSL_CERT_FILE") or None
+    ca_file = ns.ca_file
+    if ca_file is None and url.startswith("wss:"):
+        ca_file = ctx.environ.get("SSL_CERT_FILE") or None
     if ca_file is not None:
         ca_file = os.path.join(ctx.cwd, ca_file)
         if not os.path.isfile(ca_file):
