@@ -562,7 +562,10 @@ def world(home_world: World) -> Iterator[World]:
                 client = TestClient(app, follow_redirects=False)
                 client.cookies.set(cookie.name, cookie.token)
                 clients[name] = (client, cookie.csrf)
-            _panel_part(world, app, clients, {"user_id": str(manager), "tenant_id": str(tenant.id)})
+            # The app has no git source: a deploy id of the right form gets the 404 page.
+            ids = {"user_id": str(manager), "tenant_id": str(tenant.id)}
+            ids["deploy_id"] = "20260101T000000Z-000000"
+            _panel_part(world, app, clients, ids)
             world.audit_rows = _audit_rows(panel)
         finally:
             panel.database.close()
