@@ -44,6 +44,8 @@ class AgentLink:
     server_pk: int
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dropped: bool = False
+    """Set when its server or bucket was removed: nothing more it sends is stored."""
 
     async def send_action(self, action: dict[str, Any], proof_key: ProofKey | None) -> None:
         # Seal and send under one lock: the proof signs the seq of the frame it rides in.
@@ -86,6 +88,23 @@ class Links:
     def connected(self) -> list[int]:
         with self._lock:
             return list(self._links)
+
+    def drop(self, bucket_id: int, server_pk: int | None = None) -> None:
+        """Close the bucket's links (or one server's): called from a worker thread when
+        a server or the whole bucket is removed, so its agent stops pushing into it."""
+        with self._lock:
+            links = [
+                link
+                for link in self._links.values()
+                if link.bucket_id == bucket_id and server_pk in (None, link.server_pk)
+            ]
+            for link in links:
+                link.dropped = True
+                del self._links[link.server_pk]
+        for link in links:
+            future = asyncio.run_coroutine_threadsafe(_close(link.websocket, 1000), link.loop)
+            with contextlib.suppress(Exception):
+                future.result(5)
 
 
 async def _receive(websocket: WebSocket, timeout: float | None) -> str | None:
@@ -168,7 +187,7 @@ async def _serve(
     try:
         while True:
             text = await _receive(websocket, None)
-            if text is None:
+            if text is None or link.dropped:
                 return
             received = session.open(text)
             if received.type is MessageType.METRICS:

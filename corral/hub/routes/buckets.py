@@ -181,6 +181,7 @@ def server_delete(ctx: Ctx) -> Response:
         db.execute(
             delete(Server).where(Server.id == server_pk, Server.bucket_id == ctx.the_bucket.id)
         )
+    ctx.hub.links.drop(ctx.the_bucket.id, server_pk)
     ctx.audit("server.delete", detail=hostname)
     return _done(ctx, _base(ctx))
 
@@ -410,5 +411,6 @@ def bucket_delete(ctx: Ctx) -> Response:
         raise HttpError(422, "confirm: type the bucket's name to delete it")
     with ctx.hub.database.session() as db:
         db.execute(delete(Bucket).where(Bucket.id == bucket.id))
+    ctx.hub.links.drop(bucket.id)
     ctx.audit("bucket.delete", detail=f"{bucket.name} {bucket.public_id}")
     return _done(ctx, "/")
