@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import ChromiumUnavailable, Tab, chromium, open_tab
 from tests.support.postgres import PostgresServer, PostgresUnavailable, fresh_database
 from tests.support.postgres import postgres_server as start_postgres
 
@@ -30,3 +31,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     with fresh_database(request.getfixturevalue("pg_server"), request.node.name) as url:
         yield url
+
+
+@pytest.fixture
+def tab(tmp_path: Path) -> Iterator[Tab]:
+    """Headless Chromium with a fresh context; stopped after the test even on failure."""
+    with contextlib.ExitStack() as stack:
+        try:
+            browser = stack.enter_context(chromium())
+        except ChromiumUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield stack.enter_context(open_tab(browser, tmp_path / "screenshots"))
