@@ -7,6 +7,7 @@ import importlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from sqlalchemy import update
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
@@ -16,6 +17,7 @@ from starlette.websockets import WebSocket
 from corral.hub.agents import agent_endpoint
 from corral.hub.config import HubConfig
 from corral.hub.db.engine import Database, open_database
+from corral.hub.db.models import Server
 from corral.hub.sealing import Sealer, load_or_create_key
 from corral.hub.services import Hub
 from corral.hub.templating import Templates
@@ -47,6 +49,7 @@ def create_app(
     """The hub app. `background`: tasks for the app's life (default: pruning and alerts)."""
     sealer = Sealer(load_or_create_key(config.key_path))
     hub = Hub(config, database or open_database(config.url), sealer, Templates())
+    forget_connections(hub.database)
     if background is None:
         background = _default_background()
 
@@ -71,6 +74,13 @@ def create_app(
     )
     app.state.hub = hub
     return app
+
+
+def forget_connections(database: Database) -> None:
+    """A new hub process holds no agent connection yet, whatever an earlier one (perhaps
+    killed) left in the table; agents reconnect on their own."""
+    with database.session() as db:
+        db.execute(update(Server).where(Server.connected.is_(True)).values(connected=False))
 
 
 def _default_background() -> tuple[BackgroundTask, ...]:

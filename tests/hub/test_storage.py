@@ -7,15 +7,17 @@ import io
 import os
 import re
 import stat
+import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from corral.cli.main import main as corral_main
+from corral.hub import ingest
 from corral.hub.buckets import bucket_keys
 from corral.hub.db.engine import open_database
-from corral.hub.db.models import Base, Bucket
+from corral.hub.db.models import Base, Bucket, Server
 from corral.hub.sealing import Sealer, SealError, load_or_create_key
 from corral.protocol.hub import derive_bucket_keys
 from tests.hub.support import PASSWORD, add_bucket, add_user, dump_tables, make_hub
@@ -102,3 +104,16 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     rc = corral_main(["hub", "--cert", str(tmp_path / "c.pem"), *home])
     assert rc == 1
     assert "--cert and --key go together" in capsys.readouterr().err
+
+
+def test_a_new_hub_process_starts_with_no_server_connected(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    add_user(hub, "olive")
+    made = add_bucket(hub, "prod", "olive")
+    hello = {"agent_version": "t", "server_id": "f" * 32, "hostname": "h",
+             "remote_actions": True, "password": None}  # fmt: skip
+    with hub.database.session() as db:
+        ingest.record_hello(db, made.id, hello, time.time())
+    _, again = make_hub(tmp_path)  # as after a crash: the row said connected
+    with again.database.session() as db:
+        assert db.scalars(select(Server.connected)).all() == [False]
