@@ -453,7 +453,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="corral",
         description="corral: a process manager for servers.",
         epilog="A TARGET is an app id, a name, `all` or `/regex/`. "
-        "`corral COMMAND --help` describes a command.",
+        "`corral COMMAND --help` describes a command. "
+        "The services have their own: `corral panel --help` (the web control panel), "
+        "`corral helper --help` (its root helper for isolated tenants), "
+        "`corral hub --help` (the monitoring hub).",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
