@@ -9,5 +9,5 @@
 - `link`: the WebSocket task (handshake, hello, pushes, actions, reconnects).
 - `service`: what the daemon holds: the `link`, `unlink`, `link_info` commands.
 
-The wire protocol itself is `corral.protocol.hub` (docs-draft/HUB_PROTOCOL.md).
+The wire protocol itself is `corral.protocol.hub` (docs/HUB_PROTOCOL.md).
 """

@@ -1,4 +1,4 @@
-"""The agents' endpoint, /agent/v1: one WebSocket per agent (docs-draft/HUB_PROTOCOL.md).
+"""The agents' endpoint, /agent/v1: one WebSocket per agent (docs/HUB_PROTOCOL.md).
 
 Handshake (the bucket's keys looked up in a thread; an unknown bucket gets the same
 `denied` after the same work), then sealed frames: the agent's hello, metrics every few

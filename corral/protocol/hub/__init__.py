@@ -14,7 +14,7 @@ WebSocket (one protocol message per WebSocket text message), inside TLS. In orde
 4. Messages (`messages`): hello, metrics, action, action_result; closed schemas.
 5. Proofs (`proof`): the agent password's Ed25519 proof for sensitive actions.
 
-docs-draft/HUB_PROTOCOL.md describes all of it.
+docs/HUB_PROTOCOL.md describes all of it.
 """
 
 from corral.protocol.hub.errors import (
