@@ -9,7 +9,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
 from corral import __version__
-from corral.panel.templating import _bytes, _duration, _when
+from corral.panel.templating import format_bytes, format_duration, format_when
 
 TEMPLATES = Path(__file__).with_name("templates")
 CHART_WIDTH = 600
@@ -40,9 +40,9 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters["when"] = _when
-        self.env.filters["bytes"] = _bytes
-        self.env.filters["duration"] = _duration
+        self.env.filters["when"] = format_when
+        self.env.filters["bytes"] = format_bytes
+        self.env.filters["duration"] = format_duration
         self.env.filters["points"] = points
         self.env.globals["version"] = __version__
 

@@ -18,13 +18,13 @@ if TYPE_CHECKING:
 TEMPLATES = Path(__file__).with_name("templates")
 
 
-def _when(ts: float | None) -> str:
+def format_when(ts: float | None) -> str:
     if ts is None:
         return "never"
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _bytes(n: float | None) -> str:
+def format_bytes(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -34,7 +34,7 @@ def _bytes(n: float | None) -> str:
     return str(n)
 
 
-def _duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
     """Uptime as PM2 shows it: 42s, 5m, 3h 12m, 2d 4h."""
     if seconds is None or seconds < 0:
         return "-"
@@ -56,9 +56,9 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters["when"] = _when
-        self.env.filters["bytes"] = _bytes
-        self.env.filters["duration"] = _duration
+        self.env.filters["when"] = format_when
+        self.env.filters["bytes"] = format_bytes
+        self.env.filters["duration"] = format_duration
         self.env.globals["version"] = __version__
 
     def render(self, ctx: Ctx, name: str, *, status: int = 200, **context: Any) -> Response:
