@@ -56,21 +56,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def alembic_config(engine: Engine) -> Any:
+def alembic_config(engine: Engine, migrations: Path = MIGRATIONS) -> Any:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations))
     config.attributes["engine"] = engine
     return config
 
 
-def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest migration (a fresh database gets every table)."""
+def migrate(engine: Engine, migrations: Path = MIGRATIONS) -> None:
+    """Upgrade the schema to the newest migration (a fresh database gets every table).
+    `migrations`: another Alembic folder (the hub's)."""
     from alembic import command
 
     try:
-        command.upgrade(alembic_config(engine), "head")
+        command.upgrade(alembic_config(engine, migrations), "head")
     except Exception as exc:  # a connection error surfaces here first
         if type(exc).__module__.startswith(("sqlalchemy", "psycopg")):
             raise DatabaseError(f"cannot open the database: {exc}".splitlines()[0]) from exc
@@ -85,9 +86,9 @@ class Database:
         self._factory = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str) -> Database:
+    def open(cls, url: str, migrations: Path = MIGRATIONS) -> Database:
         engine = make_engine(url)
-        migrate(engine)
+        migrate(engine, migrations)
         return cls(engine)
 
     @contextlib.contextmanager
