@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
-from corral import __version__
-from corral.panel.templating import format_bytes, format_duration, format_when
+from corral.panel.templating import make_environment
 
 TEMPLATES = Path(__file__).with_name("templates")
 CHART_WIDTH = 600
@@ -34,17 +32,8 @@ def points(series: list[list[float]]) -> str:
 
 class Templates:
     def __init__(self, directory: Path = TEMPLATES) -> None:
-        self.env = Environment(
-            loader=FileSystemLoader(str(directory)),
-            autoescape=select_autoescape(("html",), default=True),
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters["when"] = format_when
-        self.env.filters["bytes"] = format_bytes
-        self.env.filters["duration"] = format_duration
+        self.env = make_environment(directory)
         self.env.filters["points"] = points
-        self.env.globals["version"] = __version__
 
     def html(self, name: str, code: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(self.env.get_template(name).render(context), status_code=code)

@@ -48,18 +48,24 @@ def format_duration(seconds: float | None) -> str:
     return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
+def make_environment(directory: Path) -> Environment:
+    """Jinja2 as the panel and the hub use it: autoescaping always on, their filters."""
+    env = Environment(
+        loader=FileSystemLoader(str(directory)),
+        autoescape=select_autoescape(("html",), default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = format_when
+    env.filters["bytes"] = format_bytes
+    env.filters["duration"] = format_duration
+    env.globals["version"] = __version__
+    return env
+
+
 class Templates:
     def __init__(self, directory: Path = TEMPLATES) -> None:
-        self.env = Environment(
-            loader=FileSystemLoader(str(directory)),
-            autoescape=select_autoescape(("html",), default=True),
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters["when"] = format_when
-        self.env.filters["bytes"] = format_bytes
-        self.env.filters["duration"] = format_duration
-        self.env.globals["version"] = __version__
+        self.env = make_environment(directory)
 
     def render(self, ctx: Ctx, name: str, *, status: int = 200, **context: Any) -> Response:
         panel = ctx.panel
