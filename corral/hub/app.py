@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import update
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -69,7 +70,10 @@ def create_app(
             *_web_routes(hub),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=[Middleware(SecurityHeadersMiddleware, tls=config.tls)],
+        middleware=[
+            Middleware(SecurityHeadersMiddleware, tls=config.tls),
+            Middleware(TrustedHostMiddleware, allowed_hosts=config.hosts()),
+        ],
         lifespan=lifespan,
     )
     app.state.hub = hub

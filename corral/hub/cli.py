@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--cert", type=Path, help="TLS certificate chain (PEM)")
         p.add_argument("--key", type=Path, help="TLS private key (PEM)")
         p.add_argument("--public-origin", help="the origin users reach the hub at")
+        p.add_argument(
+            "--allowed-host",
+            action="append",
+            metavar="HOST",
+            help="a Host header accepted (repeatable; default: loopback names, the bind "
+            "host and the public origin's host)",
+        )
     admin = sub.add_parser("create-admin", parents=[common], help="add a hub administrator")
     admin.add_argument("username")
     admin.add_argument(
@@ -62,6 +69,7 @@ def _config(ns: argparse.Namespace) -> HubConfig:
         cert_file=getattr(ns, "cert", None),
         key_file=getattr(ns, "key", None),
         public_origin=getattr(ns, "public_origin", None),
+        allowed_hosts=tuple(getattr(ns, "allowed_host", None) or ()),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 HOME_ENV = "CORRAL_HUB_HOME"
 DEFAULT_HOST = "127.0.0.1"
@@ -27,6 +28,9 @@ class HubConfig:
     key_file: Path | None = None
     public_origin: str | None = None
     """The origin users type; None: the scheme, host and port the hub is reached at."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host header values accepted (DNS-rebinding guard); empty: the bind host, the
+    loopback names and the public origin's host."""
     session_idle_seconds: float = 30 * 60
     session_absolute_seconds: float = 12 * 3600
     max_body_bytes: int = 256 * 1024
@@ -47,3 +51,12 @@ class HubConfig:
     @property
     def tls(self) -> bool:
         return self.cert_file is not None
+
+    def hosts(self) -> list[str]:
+        """What TrustedHostMiddleware accepts (as the panel's PanelConfig.hosts)."""
+        if self.allowed_hosts:
+            return list(self.allowed_hosts)
+        hosts = {self.host, "127.0.0.1", "localhost", "[::1]"}
+        if self.public_origin:
+            hosts.add(urlsplit(self.public_origin).hostname or self.public_origin)
+        return sorted(hosts)

@@ -40,6 +40,8 @@ AGENT_PASSWORD = "agent pass phrase 42"
 
 
 def make_hub(home: Path, database_url: str = "", **config: Any) -> tuple[Starlette, Hub]:
+    # TestClient's Host is "testserver"; real servers in tests are on 127.0.0.1.
+    config.setdefault("allowed_hosts", ("testserver", "127.0.0.1", "localhost"))
     cfg = HubConfig(home=home, database_url=database_url, **config)
     app = create_app(cfg, database=open_database(cfg.url), background=())
     return app, app.state.hub
