@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.hub.agents")
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 
 
 class AgentGone(Exception):
@@ -119,10 +120,10 @@ async def _receive(websocket: WebSocket, timeout: float | None) -> str | None:
     return text if isinstance(text, str) else None
 
 
-async def _close(websocket: WebSocket, code: int = POLICY_VIOLATION) -> None:
+async def _close(websocket: WebSocket, code: int = POLICY_VIOLATION, reason: str = "") -> None:
     if websocket.application_state is WebSocketState.CONNECTED:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            await websocket.close(code=code)
+            await websocket.close(code=code, reason=reason or None)
 
 
 async def agent_endpoint(hub: Hub, websocket: WebSocket) -> None:
@@ -149,16 +150,24 @@ async def _handshake(
     response = await _receive(websocket, timeout)
     if response is None:
         return None
+    public_id = ""
     try:
         public_id = handshake.read_response(response)
+        wait = hub.handshakes.retry_after(f"{public_id}@{address}", address)
+        if wait > 0:
+            log.warning("agent %s: handshake throttled (%d s)", address, wait)
+            await _close(websocket, TRY_AGAIN_LATER, f"too many failed handshakes: {wait:.0f} s")
+            return None
         found = await run_in_threadpool(hub.bucket_keys, public_id)
         confirm, session = handshake.accept(found[1] if found else None)
     except HandshakeFailed as exc:
+        hub.handshakes.record_failure(f"{public_id}@{address}", address)
         if exc.reply is not None:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await websocket.send_text(exc.reply)
         log.info("agent %s: handshake refused: %s", address, exc)
         return None
+    hub.handshakes.record_success(f"{public_id}@{address}", address)
     assert found is not None  # accept() succeeded, so the bucket is known
     await websocket.send_text(confirm)
     first = await _receive(websocket, timeout)

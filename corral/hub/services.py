@@ -64,6 +64,9 @@ class Hub:
         self.links = Links()
         self.notifier = Notifier()
         self.throttle = LoginThrottle()
+        self.handshakes = LoginThrottle()
+        """Failed agent handshakes, per (public id, address) and per address: a secret
+        cannot be guessed fast (the lookup and key work is not even done while locked)."""
         self.cookie_name = "__Host-corral_hub" if config.tls else "corral_hub"
 
     def origin_of(self, connection: HTTPConnection) -> str:

@@ -4,14 +4,21 @@ refusing to remove a connected server, password change and the audit-log page.""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from corral.hub.cli import _config, _parser
 from corral.hub.config import HubConfig
-from tests.hub.support import make_hub
+from corral.panel.security.throttle import ACCOUNT_LIMIT, ADDRESS_LIMIT
+from corral.protocol.hub import AgentHandshake, BucketKeys, HandshakeFailed, derive_bucket_keys
+from corral.protocol.hub.keys import new_public_id
+from tests.hub.support import add_bucket, add_user, keys_of, make_hub
+from tests.support.panel import serve
 
 
 def test_host_allow_list(tmp_path: Path) -> None:
@@ -32,3 +39,48 @@ def test_host_allow_list(tmp_path: Path) -> None:
     ns = _parser().parse_args(["--allowed-host", "a.example", "--allowed-host", "b.example"])
     assert _config(ns).hosts() == ["a.example", "b.example"]
     assert "localhost" in _config(_parser().parse_args(["serve"])).hosts()
+
+
+def _ws_url(origin: str) -> str:
+    return origin.replace("http://", "ws://") + "/agent/v1"
+
+
+async def _handshake(url: str, keys: BucketKeys, source: str) -> str:
+    """One agent handshake from the loopback address `source`: "ok", "denied" or the
+    close code the hub ended it with."""
+    async with connect(url, local_addr=(source, 0)) as ws:
+        handshake = AgentHandshake(keys)
+        try:
+            await ws.send(handshake.answer(await ws.recv()))
+            handshake.finish(await ws.recv())
+        except HandshakeFailed:
+            return "denied"
+        except ConnectionClosed as exc:
+            return str(exc.rcvd.code if exc.rcvd else None)
+        return "ok"
+
+
+def test_failed_handshakes_are_throttled_per_address(tmp_path: Path) -> None:
+    app, hub = make_hub(tmp_path)
+    add_user(hub, "olive")
+    bucket = add_bucket(hub, "prod", "olive")
+    other = add_bucket(hub, "other", "olive")
+    wrong = derive_bucket_keys(bucket.public_id, other.secret)  # a guessed secret
+
+    async def scenario(url: str) -> None:
+        assert await _handshake(url, keys_of(bucket), "127.0.0.1") == "ok"
+        for _ in range(ACCOUNT_LIMIT):
+            assert await _handshake(url, wrong, "127.0.0.1") == "denied"
+        # Locked: even the right secret is not tried from that address (1013: later).
+        assert await _handshake(url, keys_of(bucket), "127.0.0.1") == "1013"
+        assert await _handshake(url, wrong, "127.0.0.1") == "1013"
+        # Other addresses are not held up by one address's guesses.
+        assert await _handshake(url, keys_of(bucket), "127.0.0.2") == "ok"
+        # Guessing across many public ids from one address hits the address's limit.
+        for _ in range(ADDRESS_LIMIT):
+            guess = derive_bucket_keys(new_public_id(), other.secret)
+            assert await _handshake(url, guess, "127.0.0.3") == "denied"
+        assert await _handshake(url, keys_of(other), "127.0.0.3") == "1013"
+
+    with serve(app) as origin:
+        asyncio.run(scenario(_ws_url(origin)))
