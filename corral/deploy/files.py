@@ -1,43 +1,18 @@
-"""Crash-safe writes for the deploy files (the library does not import corral.core)."""
+"""Files of the deploy folders: removing trees, handing them to the app's user. Crash-safe
+writes are the daemon's own (`corral.core.atomic`, a leaf module)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import stat
 from pathlib import Path
 from typing import Any
 
+from corral.core.atomic import fsync_dir, write_atomic
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data`: an O_EXCL temp file, fsync, rename, fsync the folder."""
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["chown_tree", "fsync_dir", "remove_tree", "write_atomic"]
 
 
 def remove_tree(path: Path) -> None:

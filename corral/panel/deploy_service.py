@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from corral.deploy.process import format_seconds
 from corral.panel import apps_service as svc
 from corral.panel.apps_service import ActionFailed
 from corral.panel.gateway import GatewayError, NotFound, Refused, TenantDaemon
@@ -239,15 +240,6 @@ def redact(url: str) -> str:
     return hide(url)
 
 
-def duration_text(seconds: float) -> str:
-    """A time-out as the form takes it back: 10m, 1h, 90s."""
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"
-
-
 @dataclass(frozen=True)
 class SourceView:
     """The git source as anyone with access sees it: the repository URL redacted."""
@@ -283,7 +275,7 @@ class SourceView:
 
     @property
     def timeout_text(self) -> str:
-        return duration_text(self.timeout)
+        return format_seconds(self.timeout)
 
     def to_json(self) -> dict[str, Any]:
         return {
