@@ -12,6 +12,7 @@ from corral.hub.config import HubConfig
 from corral.panel import server as panel_server
 from corral.panel.config import PanelConfig
 from corral.panel.server import ServeError
+from corral.protocol.hub.frames import MAX_FRAME_CHARS
 
 __all__ = ["ServeError", "check_tls", "serve"]
 
@@ -21,4 +22,5 @@ def check_tls(config: HubConfig) -> None:
 
 
 def serve(config: HubConfig, app: object) -> None:
-    panel_server.serve(cast(PanelConfig, config), app)
+    # No protocol frame is longer: a bigger message is refused by uvicorn unread (1009).
+    panel_server.serve(cast(PanelConfig, config), app, ws_max_size=MAX_FRAME_CHARS)

@@ -28,7 +28,9 @@ def check_tls(config: PanelConfig) -> None:
         raise ServeError(f"cannot use {config.cert_file} with {config.key_file}: {exc}") from None
 
 
-def serve(config: PanelConfig, app: object) -> None:
+def serve(config: PanelConfig, app: object, *, ws_max_size: int = 16 * 1024 * 1024) -> None:
+    """`ws_max_size`: the largest WebSocket message read (bytes); bigger ones close the
+    connection (1009) before the app sees them. Default: uvicorn's own, 16 MiB."""
     import uvicorn
 
     check_tls(config)
@@ -43,6 +45,7 @@ def serve(config: PanelConfig, app: object) -> None:
         date_header=True,
         log_level="info",
         ws="websockets-sansio",
+        ws_max_size=ws_max_size,
         timeout_graceful_shutdown=5,
         h11_max_incomplete_event_size=64 * 1024,
     )

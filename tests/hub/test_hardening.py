@@ -5,6 +5,12 @@ refusing to remove a connected server, password change and the audit-log page.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,7 @@ from corral.hub.cli import _config, _parser
 from corral.hub.config import HubConfig
 from corral.panel.security.throttle import ACCOUNT_LIMIT, ADDRESS_LIMIT
 from corral.protocol.hub import AgentHandshake, BucketKeys, HandshakeFailed, derive_bucket_keys
+from corral.protocol.hub.frames import MAX_FRAME_CHARS
 from corral.protocol.hub.keys import new_public_id
 from tests.hub.support import add_bucket, add_user, keys_of, make_hub
 from tests.support.panel import serve
@@ -84,3 +91,51 @@ def test_failed_handshakes_are_throttled_per_address(tmp_path: Path) -> None:
 
     with serve(app) as origin:
         asyncio.run(scenario(_ws_url(origin)))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _hub_process(home: Path) -> Iterator[str]:
+    """`corral hub` as an operator runs it (the real uvicorn settings); its ws:// URL."""
+    port = _free_port()
+    command = [sys.executable, "-m", "corral", "hub", "--home", str(home), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "corral hub did not start listening"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.1)
+        yield f"ws://127.0.0.1:{port}/agent/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_served_hub_refuses_oversized_messages_unread(tmp_path: Path) -> None:
+    async def first_close(url: str, size: int) -> int | None:
+        async with connect(url, max_size=None) as ws:
+            await ws.recv()  # the hub's challenge
+            await ws.send("x" * size)  # instead of an answer
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 30)
+            return closed.value.rcvd.code if closed.value.rcvd else None
+
+    with _hub_process(tmp_path / "hub") as url:
+        # One character over the protocol's frame limit: uvicorn closes with 1009
+        # (message too big) and the hub never reads it.
+        assert asyncio.run(first_close(url, MAX_FRAME_CHARS + 1)) == 1009
+        # At the limit the hub reads it and refuses it as a malformed answer (1008).
+        assert asyncio.run(first_close(url, MAX_FRAME_CHARS)) == 1008
