@@ -1,5 +1,5 @@
-"""The hub's background work: pruning samples past each bucket's retention, and
-evaluating alerts (webhooks POSTed from a thread)."""
+"""The hub's background work: pruning samples past each bucket's retention, evaluating
+alerts (webhooks POSTed from a thread), and marking unanswered actions lost."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 from corral.hub.alerts import deliver_all, run_alerts
 from corral.hub.db.engine import Database
 from corral.hub.db.models import AppSample, Bucket, Server, ServerSample
+from corral.hub.ingest import expire_actions
 from corral.hub.services import Hub
 
 log = logging.getLogger("corral.hub")
@@ -71,8 +72,20 @@ async def _prune(hub: Hub) -> None:
     await asyncio.to_thread(prune, hub.database)
 
 
+def _expire(hub: Hub) -> list[int]:
+    with hub.database.session() as db:
+        return expire_actions(db, time.time(), hub.config.action_timeout_seconds)
+
+
+async def sweep_actions(hub: Hub) -> None:
+    """Unanswered actions past the time-out become lost; their buckets' pages refresh."""
+    for bucket_id in await asyncio.to_thread(_expire, hub):
+        hub.notify(bucket_id)
+
+
 def default_tasks() -> tuple[Callable[[Hub], contextlib.AbstractAsyncContextManager[None]], ...]:
     return (
         _every(lambda h: h.config.prune_every_seconds, _prune, "pruning"),
         _every(lambda h: h.config.alerts_every_seconds, check_alerts, "alerts"),
+        _every(lambda h: h.config.action_sweep_every_seconds, sweep_actions, "action time-outs"),
     )

@@ -38,6 +38,9 @@ class HubConfig:
     """Default for new buckets: samples older than this are pruned."""
     prune_every_seconds: float = 300.0
     alerts_every_seconds: float = 15.0
+    action_timeout_seconds: float = 60.0
+    """An action the agent has not answered after this long is marked lost."""
+    action_sweep_every_seconds: float = 10.0
     handshake_timeout: float = 10.0
 
     @property

@@ -103,3 +103,25 @@ def record_gone(db: DbSession, server_pk: int, now: float) -> None:
         .where(Action.server_id == server_pk, Action.state == "sent")
         .values(state="lost", message="the agent disconnected before answering", finished_at=now)
     )
+
+
+def expire_actions(db: DbSession, now: float, timeout: float) -> list[int]:
+    """Actions still `sent` after `timeout` s (the agent is connected but never answered)
+    become `lost`, so nothing stays pending forever; the buckets that changed. A late
+    answer is then ignored (record_result updates only `sent` actions)."""
+    stale = db.execute(
+        select(Action.id, Action.bucket_id).where(
+            Action.state == "sent", Action.created_at < now - timeout
+        )
+    ).all()
+    if not stale:
+        return []
+    db.execute(
+        update(Action)
+        .where(Action.id.in_([row.id for row in stale]), Action.state == "sent")
+        .values(
+            state="lost", message=f"no answer from the agent within {timeout:g} s",
+            finished_at=now,
+        )
+    )  # fmt: skip
+    return sorted({row.bucket_id for row in stale})

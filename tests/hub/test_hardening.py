@@ -14,17 +14,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from corral.hub.actions import request_action
+from corral.hub.app import create_app
+from corral.hub.background import default_tasks
 from corral.hub.cli import _config, _parser
 from corral.hub.config import HubConfig
+from corral.hub.db.engine import open_database
+from corral.hub.db.models import Action, Server
+from corral.hub.ingest import expire_actions
+from corral.hub.services import Hub
 from corral.panel.security.throttle import ACCOUNT_LIMIT, ADDRESS_LIMIT
 from corral.protocol.hub import AgentHandshake, BucketKeys, HandshakeFailed, derive_bucket_keys
 from corral.protocol.hub.frames import MAX_FRAME_CHARS
 from corral.protocol.hub.keys import new_public_id
-from tests.hub.support import add_bucket, add_user, keys_of, make_hub
+from tests.hub.support import (
+    ProtocolAgent,
+    add_bucket,
+    add_user,
+    agent_connection,
+    await_until,
+    keys_of,
+    make_hub,
+)
 from tests.support.panel import serve
 
 
@@ -139,3 +155,65 @@ def test_served_hub_refuses_oversized_messages_unread(tmp_path: Path) -> None:
         assert asyncio.run(first_close(url, MAX_FRAME_CHARS + 1)) == 1009
         # At the limit the hub reads it and refuses it as a malformed answer (1008).
         assert asyncio.run(first_close(url, MAX_FRAME_CHARS)) == 1008
+
+
+def _action_row(hub: Hub, action_id: str) -> Action:
+    with hub.database.session() as db:
+        row = db.get(Action, action_id)
+        assert row is not None
+        db.expunge(row)
+        return row
+
+
+def test_unanswered_actions_time_out(tmp_path: Path) -> None:
+    config = HubConfig(
+        home=tmp_path,
+        allowed_hosts=("127.0.0.1",),
+        action_timeout_seconds=0.5,
+        action_sweep_every_seconds=0.1,
+    )
+    app = create_app(config, database=open_database(config.url), background=default_tasks())
+    hub: Hub = app.state.hub
+    add_user(hub, "olive")
+    bucket = add_bucket(hub, "prod", "olive")
+    agent = ProtocolAgent(keys_of(bucket), "web-1")
+
+    async def scenario(url: str) -> None:
+        async with agent_connection(url, agent):
+            server = await await_until(lambda: _server_pk(hub))
+            sent = await asyncio.to_thread(
+                request_action, hub, bucket.id, server, "restart", "api", {}, "olive", None
+            )
+            # The agent stays connected and says nothing: the background sweep gives up.
+            await await_until(lambda: _action_row(hub, sent.id).state == "lost")
+            row = _action_row(hub, sent.id)
+            assert row.message == "no answer from the agent within 0.5 s"
+            assert hub.links.get(bucket.id, server) is not None  # still connected
+            # A late answer changes nothing.
+            await agent.answer_one_action()
+            await asyncio.sleep(0.3)
+            assert _action_row(hub, sent.id).state == "lost"
+
+    with serve(app) as origin:
+        asyncio.run(scenario(_ws_url(origin)))
+
+    # The sweep itself on a fake clock: 60 s by default, only `sent` actions.
+    with hub.database.session() as db:
+        for action_id, state in (("a-sent", "sent"), ("a-done", "ok")):
+            db.add(Action(id=action_id, bucket_id=bucket.id, server_id=None, hostname="web-1",
+                          verb="restart", target="api", requested_by="olive", state=state,
+                          created_at=1000.0))  # fmt: skip
+    timeout = HubConfig(home=tmp_path).action_timeout_seconds
+    with hub.database.session() as db:
+        assert expire_actions(db, 1000.0 + timeout - 1, timeout) == []
+    with hub.database.session() as db:
+        assert expire_actions(db, 1000.0 + timeout + 1, timeout) == [bucket.id]
+    assert _action_row(hub, "a-sent").state == "lost"
+    assert _action_row(hub, "a-sent").message == "no answer from the agent within 60 s"
+    assert _action_row(hub, "a-done").state == "ok"
+
+
+def _server_pk(hub: Hub) -> int | None:
+    with hub.database.session() as db:
+        found: int | None = db.scalar(select(Server.id).where(Server.connected.is_(True)))
+        return found
