@@ -244,6 +244,7 @@ REASONS = {
     403: "your role in this bucket does not allow this",
     404: "not found",
     413: "the request body is too large",
+    409: "conflict with the current state",
     415: "unsupported content type",
     422: "invalid input",
     429: "too many attempts: wait a little",

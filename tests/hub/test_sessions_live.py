@@ -1,5 +1,6 @@
 """Sessions (logout, idle end, login throttling, safe redirects), the live stream of a
-bucket page, and removing a bucket or a server closing its agents' connections."""
+bucket page, removing a linked server refused (unlink first), and removing a bucket
+closing its agents' connections."""
 
 from __future__ import annotations
 
@@ -123,12 +124,21 @@ def _live_stream_and_removals(stack: contextlib.ExitStack, client: TestClient, h
     server = pk()
     assert server is not None
     csrf = _csrf(client)
-    response = client.post(f"/api/b/{bucket.public_id}/servers/{server}/delete",
-                           headers={"Origin": ORIGIN, "X-CSRF-Token": csrf})  # fmt: skip
-    assert response.status_code == 200
-    with pytest.raises(WebSocketDisconnect):
-        ws.receive_text()  # the hub closed the removed server's connection
+    delete_url = f"/api/b/{bucket.public_id}/servers/{server}/delete"
+    headers = {"Origin": ORIGIN, "X-CSRF-Token": csrf}
+    # Still linked: refused with what to do (its agent would add it back on reconnect).
+    page = client.get(f"/b/{bucket.public_id}/servers/{server}")
+    assert (
+        "run <code>corral unlink</code> on it first" in page.text
+        and "Remove server" not in page.text
+    )
+    response = client.post(delete_url, headers=headers)
+    assert response.status_code == 409 and "corral unlink" in response.json()["error"]
+    assert pk() == server and len(hub.links.connected()) == 1
+    ws.close()  # the agent unlinks
     wait_until(lambda: not hub.links.connected())
+    assert "Remove server" in client.get(f"/b/{bucket.public_id}/servers/{server}").text
+    assert client.post(delete_url, headers=headers).status_code == 200
     assert pk() is None
     ws2, _ = _agent(stack, client, keys_of(bucket), "d" * 32)
     wait_until(lambda: len(hub.links.connected()) == 1)

@@ -175,6 +175,13 @@ def server_samples_delete(ctx: Ctx) -> Response:
 )
 def server_delete(ctx: Ctx) -> Response:
     server_pk, hostname = _server_or_404(ctx)
+    # A linked agent would add the server back on its next reconnect: unlink it first.
+    if ctx.hub.links.get(ctx.the_bucket.id, server_pk) is not None:
+        raise HttpError(
+            409,
+            f"{hostname} is still linked to this hub: run `corral unlink` on it first, "
+            "then remove it here (a linked server would come back on its next reconnect)",
+        )
     with ctx.hub.database.session() as db:
         from corral.hub.db.models import Server
 
