@@ -26,7 +26,13 @@ from corral.panel.security.headers import SecurityHeadersMiddleware
 
 STATIC = Path(__file__).with_name("static")
 AGENT_PATH = "/agent/v1"
-ROUTE_MODULES = ("corral.hub.routes.auth", "corral.hub.routes.buckets", "corral.hub.routes.live")
+ROUTE_MODULES = (
+    "corral.hub.routes.auth",
+    "corral.hub.routes.account",
+    "corral.hub.routes.audit",
+    "corral.hub.routes.buckets",
+    "corral.hub.routes.live",
+)
 
 BackgroundTask = Callable[[Hub], contextlib.AbstractAsyncContextManager[None]]
 

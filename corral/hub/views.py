@@ -1,5 +1,6 @@
 """What the pages and their JSON twins show, read from the database. Every query here
-takes the bucket's id and filters by it: no function can return another bucket's rows."""
+takes the bucket's id and filters by it: no function can return another bucket's rows
+(the audit log is filtered by the bucket's public id, or shown whole to hub admins)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from corral.hub.db.models import (
     AlertEvent,
     AlertRule,
     AppSample,
+    AuditEntry,
     Bucket,
     Membership,
     Server,
@@ -182,3 +184,25 @@ def alerts(db: DbSession, bucket_id: int, limit: int = 200) -> dict[str, Any]:
             for e, hostname in events
         ],
     }
+
+
+AUDIT_ROWS = 500
+
+
+def audit_entries(db: DbSession, bucket_public_id: str | None) -> list[dict[str, Any]]:
+    """The newest entries: of one bucket, or (None: for hub administrators) of all."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(AUDIT_ROWS)
+    if bucket_public_id is not None:
+        query = query.where(AuditEntry.bucket == bucket_public_id)
+    return [
+        {
+            "at": row.at,
+            "actor": row.actor,
+            "bucket": row.bucket,
+            "action": row.action,
+            "result": row.result,
+            "detail": row.detail,
+            "address": row.address,
+        }
+        for row in db.scalars(query)
+    ]
