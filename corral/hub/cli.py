@@ -11,6 +11,17 @@ from pathlib import Path
 from corral.hub.config import DEFAULT_HOST, DEFAULT_PORT, HubConfig, default_home
 
 
+def _host_pattern(text: str) -> str:
+    """A Host header value, or `*.example.com` (TrustedHostMiddleware's only wildcard)."""
+    host = text.strip().lower()
+    wildcard = host.startswith("*.") and "*" not in host[2:]
+    if not host or ("*" in host and not wildcard) or any(c in host for c in "/ @"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a host name (a name, an address, or *.example.com)"
+        )
+    return host
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="corral hub", description="The corral monitoring hub (SPEC 5)."
@@ -42,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--allowed-host",
             action="append",
+            type=_host_pattern,
             metavar="HOST",
             help="a Host header accepted (repeatable; default: loopback names, the bind "
             "host and the public origin's host)",

@@ -44,7 +44,7 @@ from tests.hub.support import (
 from tests.support.panel import serve
 
 
-def test_host_allow_list(tmp_path: Path) -> None:
+def test_host_allow_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     defaults = HubConfig(home=tmp_path, public_origin="https://hub.example.com:8443").hosts()
     assert {"127.0.0.1", "localhost", "[::1]", "hub.example.com"} <= set(defaults)
     assert "evil.example" not in defaults
@@ -62,6 +62,10 @@ def test_host_allow_list(tmp_path: Path) -> None:
     ns = _parser().parse_args(["--allowed-host", "a.example", "--allowed-host", "b.example"])
     assert _config(ns).hosts() == ["a.example", "b.example"]
     assert "localhost" in _config(_parser().parse_args(["serve"])).hosts()
+    for bad in ("a*.example", "*", "http://x.example/"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["--allowed-host", bad])
+        assert "is not a host name" in capsys.readouterr().err
 
 
 def _ws_url(origin: str) -> str:
