@@ -14,7 +14,7 @@ import re
 from enum import StrEnum
 from typing import Any, Final, TypedDict
 
-from corral.protocol.wire import ErrorCode, ProtocolError
+from corral.protocol.wire import ErrorCode, ProtocolError, json_type
 
 MAX_MESSAGE_BYTES: Final = 4096
 """The longest line (newline included) the helper reads; a longer one closes the
@@ -84,24 +84,8 @@ _TYPE_NAMES: Final = {str: "a string", int: "an integer", bool: "true or false"}
 
 def shown(value: object, limit: int = 40) -> str:
     """A short, printable form of something a peer sent (for error messages and logs)."""
-    text = repr(value) if isinstance(value, str) else _json_type(value)
+    text = repr(value) if isinstance(value, str) else json_type(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def check_tenant_name(name: str, where: str = "argument 'tenant'") -> str:
@@ -159,7 +143,7 @@ def validate_request(message: dict[str, Any]) -> tuple[HelperVerb, dict[str, Any
             raise ProtocolError(
                 ErrorCode.INVALID_ARGUMENT,
                 f"{verb}: argument {key!r} must be {_TYPE_NAMES[wanted]},"
-                f" not {_json_type(args[key])}",
+                f" not {json_type(args[key])}",
             )
     if "tenant" in schema:
         check_tenant_name(args["tenant"], f"{verb}: argument 'tenant'")

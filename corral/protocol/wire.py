@@ -64,3 +64,21 @@ def ok_reply(request_id: Any, result: Any) -> dict[str, Any]:
 
 def error_reply(request_id: Any, error: ProtocolError) -> dict[str, Any]:
     return {"id": request_id, "ok": False, "error": error.to_dict()}
+
+
+def json_type(value: object) -> str:
+    """What kind of JSON value this is, for error messages ("must be a string, not an
+    integer"); shared by the helper's and the hub's schemas."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

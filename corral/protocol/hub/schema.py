@@ -14,22 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.protocol.hub.errors import MessageInvalid
-
-
-def json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+from corral.protocol.wire import json_type
 
 
 def fail(path: str, what: str) -> MessageInvalid:
