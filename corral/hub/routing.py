@@ -30,6 +30,7 @@ from corral.hub.audit import record
 from corral.hub.buckets import find_bucket
 from corral.hub.roles import PUBLIC, Decision, Need, Principal, Role, decide
 from corral.hub.services import Hub
+from corral.panel.body import BodyTooLarge, read_body
 from corral.panel.security.origin import origin_allowed, websocket_origin_allowed
 from corral.panel.security.tokens import tokens_equal
 
@@ -261,15 +262,10 @@ def problem(hub: Hub, spec: RouteSpec, request: Request, status: int, message: s
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise HttpError(413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HttpError(413)
-    return bytes(body)
+    try:
+        return await read_body(request, limit)
+    except BodyTooLarge:
+        raise HttpError(413) from None
 
 
 async def _parse_body(ctx: Ctx, limit: int) -> None:

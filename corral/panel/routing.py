@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from corral.panel.body import BodyTooLarge, read_body
 from corral.panel.permissions import PUBLIC, Decision, Need, Principal, decide
 from corral.panel.security.origin import origin_allowed, websocket_origin_allowed
 from corral.panel.security.tokens import tokens_equal
@@ -304,15 +305,10 @@ _REASONS = {
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise HttpError(413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HttpError(413)
-    return bytes(body)
+    try:
+        return await read_body(request, limit)
+    except BodyTooLarge:
+        raise HttpError(413) from None
 
 
 async def _parse_body(ctx: Ctx, limit: int) -> None:

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from corral.panel.body import BodyTooLarge, read_body
 from corral.panel.gateway import DaemonDown, GatewayError, NotFound, Refused
 from corral.panel.webhooks import service
 from corral.panel.webhooks.verify import (
@@ -163,15 +164,10 @@ async def _admitted(delivery: _Delivery, request: Request) -> Response:
 
 
 async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise _refuse(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise _refuse(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-    return bytes(body)
+    try:
+        return await read_body(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise _refuse(413, f"the body is larger than {MAX_BODY_BYTES} bytes") from None
 
 
 def _deliver(delivery: _Delivery, creds: Credentials, body: bytes, headers: Any) -> Response:
