@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from corral.agent import state as agent_state
-from corral.agent.actions import ActionRunner, env_allows
-from corral.agent.collect import hostname, metrics_body
-from corral.agent.link import HubLink, ssl_context
 from corral.agent.state import LinkError, LinkState
 from corral.protocol.commands import Command
 from corral.protocol.hub.errors import HubProtocolError
 from corral.protocol.hub.keys import BucketKeys
 from corral.protocol.wire import ErrorCode, ProtocolError
 
+# The link, the actions and the collector (ciphers, X25519, argon2, websockets) are
+# imported when a link runs or is asked about: an unlinked daemon starts without them.
 if TYPE_CHECKING:
+    from corral.agent.actions import ActionRunner
+    from corral.agent.link import HubLink
     from corral.core.handlers import Handlers
 
 log = logging.getLogger("corral.agent")
@@ -43,9 +44,17 @@ class AgentService:
     def __init__(self, handlers: Handlers) -> None:
         self.handlers = handlers
         self.home_root: Path = handlers.home.root
-        self.runner = ActionRunner(handlers)
+        self._runner: ActionRunner | None = None
         self.link: HubLink | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def runner(self) -> ActionRunner:
+        if self._runner is None:
+            from corral.agent.actions import ActionRunner
+
+            self._runner = ActionRunner(self.handlers)
+        return self._runner
 
     def commands(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
         return {
@@ -72,6 +81,9 @@ class AgentService:
             self.link = None
 
     def _run(self, saved: LinkState) -> None:
+        from corral.agent.collect import hostname, metrics_body
+        from corral.agent.link import HubLink
+
         sup = self.handlers.sup
         name = hostname()
 
@@ -139,6 +151,8 @@ class AgentService:
         return self.info()
 
     def info(self) -> dict[str, Any]:
+        from corral.agent.actions import env_allows
+
         settings = self.handlers.sup.settings
         common = {
             "remote_actions": self.runner.remote_actions(),
@@ -170,6 +184,8 @@ class AgentService:
 async def _check_ca_file(value: Any) -> str:
     if not isinstance(value, str) or not value or not os.path.isabs(value) or "\0" in value:
         raise _bad("'ca_file' must be an absolute path")
+    from corral.agent.link import ssl_context
+
     try:
         await asyncio.to_thread(ssl_context, value)
     except FileNotFoundError:

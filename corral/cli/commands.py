@@ -14,12 +14,20 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from corral.cli import render
-from corral.cli.connect import NoDaemon, connect
+from corral.cli.connect import (
+    DaemonUnavailable,
+    NoDaemon,
+    connect,
+    start_daemon,
+    wait_for_daemon,
+)
 from corral.protocol.wire import ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
     import argparse
+    import subprocess
     from collections.abc import Callable, Iterable, Mapping
+    from pathlib import Path
     from typing import BinaryIO, TextIO
 
     from corral.config.model import AppConfig
@@ -75,6 +83,7 @@ class Context:
         """Asks for a secret on the terminal without echoing it."""
         self._cwd = cwd
         self._client: ControlClient | None = None
+        self._starting: subprocess.Popen[bytes] | None = None
         self.style = render.Style.detect(stdout, environ)
         self.err_style = render.Style.detect(stderr, environ)
 
@@ -93,8 +102,45 @@ class Context:
 
     def client(self, *, autostart: bool = True) -> ControlClient:
         if self._client is None:
-            self._client = connect(self.home, autostart=autostart)
+            if self._starting is not None:
+                self._client = wait_for_daemon(self.home, self._starting)
+            else:
+                self._client = connect(self.home, autostart=autostart)
         return self._client
+
+    def prestart(self) -> None:
+        """Spawn the daemon now, without waiting for it to listen, when none runs and its
+        home holds no saved apps: its ~0.1 s of start-up then overlaps the loading of a
+        config file. `client()` waits for it; `abandon_prestart()` stops it again if the
+        config turns out to be wrong, so a mistake still leaves no daemon behind. (A home
+        with saved apps is left alone: a daemon restores them as it starts, which only a
+        good config may cause.)"""
+        if self._client is not None or self._starting is not None:
+            return
+        if _holds_saved_apps(self.home.state):
+            return
+        try:
+            self._client = connect(self.home, autostart=False)
+        except NoDaemon:
+            self._starting = start_daemon(self.home)
+
+    def abandon_prestart(self) -> None:
+        """Stop the daemon `prestart` spawned, once it listens, unless apps were started
+        on it meanwhile (by another command); it is our child, so its exit is awaited."""
+        import subprocess
+
+        proc, self._starting = self._starting, None
+        if proc is None:
+            return
+        with contextlib.suppress(DaemonUnavailable, ProtocolError, OSError, ValueError):
+            client = wait_for_daemon(self.home, proc)
+            try:
+                if not client.call("list"):
+                    client.call("kill")
+            finally:
+                client.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=KILL_WAIT)
 
     def call(self, cmd: str, **args: Any) -> Any:
         return self.client().call(cmd, **args)
@@ -113,6 +159,20 @@ class Context:
 
 
 # --- Helpers ---
+
+
+def _holds_saved_apps(state: Path) -> bool:
+    """Whether the state file may list apps; only a small file is read to find out."""
+    import json
+
+    try:
+        if state.stat().st_size > 1024:
+            return True
+        return bool(json.loads(state.read_text(encoding="utf-8")).get("apps"))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def _load_config(path: str, only: list[str] | None) -> list[AppConfig]:
@@ -138,7 +198,7 @@ def _check_env_name(apps: list[AppConfig], name: str, source: str) -> None:
 
 
 def _is_config_file(path: str) -> bool:
-    from corral.config.loader import is_config_file
+    from corral.config.filenames import is_config_file
 
     return is_config_file(path)
 
@@ -275,9 +335,14 @@ def cmd_start(ctx: Context, ns: argparse.Namespace) -> int:
             raise CliError(
                 f"{', '.join(extra)} cannot be used with a config file (set them in {target})"
             )
-        apps = _load_config(target, ns.only)
-        if ns.env is not None:
-            _check_env_name(apps, ns.env, target)
+        ctx.prestart()  # a config file is about to be started: the daemon will be needed
+        try:
+            apps = _load_config(target, ns.only)
+            if ns.env is not None:
+                _check_env_name(apps, ns.env, target)
+        except CliError:
+            ctx.abandon_prestart()
+            raise
     elif kind in ("new", "program"):
         if ns.only:
             raise CliError("--only applies to a config file")

@@ -66,12 +66,16 @@ def connect(home: Home, *, autostart: bool = True) -> ControlClient:
         raise _unreachable(home, exc.strerror or str(exc)) from None
     if not autostart:
         raise NoDaemon(f"no daemon running (no socket at {home.socket})")
+    return wait_for_daemon(home, start_daemon(home))
+
+
+def start_daemon(home: Home) -> subprocess.Popen[bytes]:
+    """Create the home if needed and spawn the daemon, without waiting for it to listen."""
     try:
         home.ensure()
     except OSError as exc:
         raise DaemonUnavailable(f"cannot create {home.root}: {exc.strerror or exc}") from None
-    proc = spawn_daemon(home)
-    return wait_for_daemon(home, proc)
+    return spawn_daemon(home)
 
 
 def spawn_daemon(home: Home, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

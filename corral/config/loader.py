@@ -8,7 +8,6 @@ naming the file, and for parse errors the line.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,35 +15,15 @@ from typing import Any
 import yaml
 
 from corral.config.errors import ConfigError, UnknownKeyError, short_repr, suggestion
+from corral.config.filenames import FORMATS, config_format, is_config_file, is_js_ecosystem
 from corral.config.model import AppConfig
-from corral.config.procfile import is_procfile_name, procfile_apps
+from corral.config.procfile import procfile_apps
 from corral.config.schema import app_from_mapping, peek_name
 
-FORMATS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
-_JS_SUFFIXES = (".js", ".cjs", ".mjs")
+__all__ = ["FORMATS", "check_env_name", "is_config_file", "load_file"]
+
 # Top-level keys besides `apps`. PM2's `deploy` section is for `pm2 deploy`: ignored.
 _TOP_LEVEL_KEYS = frozenset({"apps", "deploy"})
-
-
-def _format(filename: str) -> str | None:
-    if is_procfile_name(filename):
-        return "procfile"
-    return FORMATS.get(os.path.splitext(filename)[1].lower())
-
-
-def _is_js_ecosystem(filename: str) -> bool:
-    lower = filename.lower()
-    return lower.endswith(_JS_SUFFIXES) and (".config." in lower or lower.startswith("ecosystem"))
-
-
-def is_config_file(path: str) -> bool:
-    """Whether `corral start path` means a config file rather than a script to run.
-
-    True for ecosystem.config.js too, so that load_file can say it is not supported
-    (instead of running it with node as a script).
-    """
-    filename = os.path.basename(path)
-    return _format(filename) is not None or _is_js_ecosystem(filename)
 
 
 # --- Reading and parsing ---
@@ -170,9 +149,9 @@ def _apps_list(document: Any, source: str) -> list[Any]:
 
 
 def _raw_apps(path: Path, source: str) -> list[Any]:
-    kind = _format(path.name)
+    kind = config_format(path.name)
     if kind is None:
-        if _is_js_ecosystem(path.name):
+        if is_js_ecosystem(path.name):
             raise ConfigError(
                 source,
                 "JavaScript config files are not supported (corral does not run code to read"

@@ -18,15 +18,6 @@ _LINE_RE = re.compile(r"^([^:\s]+)\s*:\s*(.*)$")
 ONE_SHOT_NAMES = frozenset({"release"})
 
 
-def is_procfile_name(filename: str) -> bool:
-    """Procfile, Procfile.dev, web.procfile..."""
-    return (
-        filename == "Procfile"
-        or filename.startswith("Procfile.")
-        or (filename.lower().endswith(".procfile"))
-    )
-
-
 def procfile_apps(text: str, *, source: str) -> list[dict[str, Any]]:
     """The raw app settings ({"name", "script"}) of a Procfile's lines, in order."""
     apps: list[dict[str, Any]] = []

@@ -207,12 +207,16 @@ class Handlers:
 
     # ------------------------------------------------------------ records
 
-    def records(self, apps: list[App]) -> list[dict[str, Any]]:
+    def records(self, apps: list[App], *, measure: bool = True) -> list[dict[str, Any]]:
+        """The process records of `apps`. `measure=False` (the replies of start and
+        restart) reads no figures for processes not measured yet: one that exec'd a moment
+        ago has no CPU or memory worth showing, and reading /proc for each of a hundred
+        new processes would delay the reply while they all start up."""
         return [
             process_record(
                 app,
                 inst,
-                self.sup.sample_of(app, inst),
+                self.sup.sample_of(app, inst) if measure else self.sup.known_sample(app, inst),
                 self.sup.logs_dir,
                 self.sup.log_dropped(app, inst.number),
                 self.sup.metrics_of(app, inst),
@@ -261,7 +265,7 @@ class Handlers:
                 await asyncio.gather(*(self.sup.restart(app, "start -f") for app in apps))
             else:
                 await asyncio.gather(*(self.sup.start(app) for app in apps))
-            return self.records(apps)
+            return self.records(apps, measure=False)
         configs = _configs(args)
         cli_env = _env(args)
         env_name = _opt_str(args, "env_name")
@@ -299,7 +303,7 @@ class Handlers:
                 for app, replace in touched
             )
         )
-        return self.records([app for app, _ in touched])
+        return self.records([app for app, _ in touched], measure=False)
 
     async def stop(self, args: dict[str, Any]) -> Any:
         apps = self.sup.resolve(_targets(args))
@@ -309,7 +313,7 @@ class Handlers:
     async def restart(self, args: dict[str, Any]) -> Any:
         apps = await self._prepare_restart(args)
         await asyncio.gather(*(self.sup.restart(app) for app in apps))
-        return self.records(apps)
+        return self.records(apps, measure=False)
 
     async def reload(self, args: dict[str, Any]) -> Any:
         parallel = args.get("parallel")

@@ -33,6 +33,7 @@ from corral.core.sampler import HostSample, TreeSample, TreeSampler, own_rss
 from corral.core.settings import Settings
 from corral.core.state_store import StateStore
 from corral.core.targets import resolve_many
+from corral.core.waiters import StateWaiters
 from corral.core.watcher import AppWatcher
 from corral.protocol.wire import ErrorCode, ProtocolError
 from corral.secrets.errors import SecretError
@@ -102,7 +103,7 @@ class Supervisor:
         self._names: dict[str, App] = {}  # by_name in O(1): starting 1000 apps looks up each
         self._samples: dict[tuple[int, int], _Sampled] = {}
         self._next_id = 0
-        self._changed: asyncio.Event = asyncio.Event()
+        self._waiters = StateWaiters(loop)
         self._watchers: dict[int, AppWatcher] = {}
         self._crons: dict[int, CronSchedule] = {}
         self._outputs: dict[tuple[int, int], InstanceOutput] = {}
@@ -355,17 +356,7 @@ class Supervisor:
         self, instances: Iterable[Instance], states: frozenset[State], timeout: float = 60.0
     ) -> None:
         """Wait until every instance is in one of `states` (or the timeout passes)."""
-        pending = list(instances)
-        deadline = self.loop.time() + timeout
-        while not all(inst.state in states for inst in pending):
-            remaining = deadline - self.loop.time()
-            if remaining <= 0:
-                return
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                return
+        await self._waiters.wait(instances, states, timeout)
 
     # ============================================================ instances
 
@@ -524,9 +515,9 @@ class Supervisor:
             self.log_writer.release(path)
 
     def _on_transition(self, change: Transition) -> None:
-        self._changed.set()
         inst = change.origin
         if inst is not None:
+            self._waiters.changed(inst)
             if change.reason == "spawned":
                 self.channels.spawned(inst)
             elif change.new in (State.STOPPED, State.ERRORED, State.WAITING_RESTART):
@@ -711,6 +702,13 @@ class Supervisor:
         """The daemon's own RSS, read now (one small /proc read)."""
         self._note_demand()
         return own_rss()
+
+    def known_sample(self, app: App, inst: Instance) -> TreeSample | None:
+        """The instance's last figures if they are of its current process; no reading."""
+        entry = self._samples.get((app.id, inst.number))
+        if entry is None or inst.pid is None or entry.pid != inst.pid:
+            return None
+        return entry.sample
 
     def sample_of(self, app: App, inst: Instance) -> TreeSample | None:
         """The instance's tree figures; read now if the last pass is older than

@@ -6,6 +6,7 @@ The verbs against a real daemon are tested end to end elsewhere.
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 from pathlib import Path
@@ -311,7 +312,12 @@ def test_config_error_is_one_line(
     assert err.startswith("corral: corral.yaml") and "restart" in err and err.count("\n") == 1
     assert main(["start", "missing.yaml"]) == 1
     assert "no such file" in capsys.readouterr().err
-    assert not (tmp_path / "home").exists()  # refused before reaching the daemon
+    # The daemon spawned early (to overlap its start-up with the config's loading) was
+    # stopped again: a mistake leaves no daemon and no app behind.
+    home = Home(tmp_path / "home")
+    assert not home.socket.exists()
+    assert not home.pid_file.exists()
+    assert not home.state.exists() or json.loads(home.state.read_text())["apps"] == []
 
 
 def test_unknown_script_with_flags_is_refused_locally(

@@ -185,6 +185,8 @@ def test_unanswered_actions_time_out(tmp_path: Path) -> None:
     async def scenario(url: str) -> None:
         async with agent_connection(url, agent):
             server = await await_until(lambda: _server_pk(hub))
+            # The row is marked connected a moment before the link is registered.
+            await await_until(lambda: hub.links.get(bucket.id, server))
             sent = await asyncio.to_thread(
                 request_action, hub, bucket.id, server, "restart", "api", {}, "olive", None
             )

@@ -11,8 +11,8 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, Response
 
-from corral.config.loader import FORMATS as CONFIG_SUFFIXES
-from corral.config.procfile import is_procfile_name
+from corral.config.filenames import FORMATS as CONFIG_SUFFIXES
+from corral.config.filenames import is_procfile_name
 from corral.panel import apps_service as svc
 from corral.panel.apps_service import ActionFailed, LimitReached, Verb
 from corral.panel.gateway import DaemonDown, GatewayError

@@ -17,32 +17,79 @@ WebSocket (one protocol message per WebSocket text message), inside TLS. In orde
 docs/HUB_PROTOCOL.md describes all of it.
 """
 
-from corral.protocol.hub.errors import (
-    FrameRejected,
-    HandshakeFailed,
-    HubProtocolError,
-    MessageInvalid,
-    RejectReason,
-)
-from corral.protocol.hub.frames import MAX_PLAINTEXT, Received, Session
-from corral.protocol.hub.handshake import AgentHandshake, HubHandshake
-from corral.protocol.hub.keys import (
-    PROTOCOL_VERSION,
-    BucketKeys,
-    derive_bucket_keys,
-    new_public_id,
-    new_secret,
-)
-from corral.protocol.hub.messages import SENSITIVE_VERBS, MessageType, Outcome, Verb
-from corral.protocol.hub.proof import (
-    PasswordParams,
-    PasswordVerifier,
-    ProofKey,
-    decide_action,
-    derive_proof_key,
-    make_verifier,
-    seal_action,
-)
+from typing import TYPE_CHECKING, Any
+
+# The names below are loaded on first use (PEP 562): the daemon imports the light parts
+# (`errors`, `keys`) at start-up and must not pay for the ciphers, X25519 and argon2
+# behind `frames`, `handshake` and `proof` unless it is linked to a hub.
+if TYPE_CHECKING:
+    from corral.protocol.hub.errors import (
+        FrameRejected,
+        HandshakeFailed,
+        HubProtocolError,
+        MessageInvalid,
+        RejectReason,
+    )
+    from corral.protocol.hub.frames import MAX_PLAINTEXT, Received, Session
+    from corral.protocol.hub.handshake import AgentHandshake, HubHandshake
+    from corral.protocol.hub.keys import (
+        PROTOCOL_VERSION,
+        BucketKeys,
+        derive_bucket_keys,
+        new_public_id,
+        new_secret,
+    )
+    from corral.protocol.hub.messages import SENSITIVE_VERBS, MessageType, Outcome, Verb
+    from corral.protocol.hub.proof import (
+        PasswordParams,
+        PasswordVerifier,
+        ProofKey,
+        decide_action,
+        derive_proof_key,
+        make_verifier,
+        seal_action,
+    )
+
+_WHERE: dict[str, str] = {
+    "AgentHandshake": "handshake",
+    "BucketKeys": "keys",
+    "FrameRejected": "errors",
+    "HandshakeFailed": "errors",
+    "HubHandshake": "handshake",
+    "HubProtocolError": "errors",
+    "MAX_PLAINTEXT": "frames",
+    "MessageInvalid": "errors",
+    "MessageType": "messages",
+    "Outcome": "messages",
+    "PROTOCOL_VERSION": "keys",
+    "PasswordParams": "proof",
+    "PasswordVerifier": "proof",
+    "ProofKey": "proof",
+    "Received": "frames",
+    "RejectReason": "errors",
+    "SENSITIVE_VERBS": "messages",
+    "Session": "frames",
+    "Verb": "messages",
+    "decide_action": "proof",
+    "derive_bucket_keys": "keys",
+    "derive_proof_key": "proof",
+    "make_verifier": "proof",
+    "new_public_id": "keys",
+    "new_secret": "keys",
+    "seal_action": "proof",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MAX_PLAINTEXT",

@@ -29,9 +29,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from corral.protocol.hub.errors import HubProtocolError
 
 PROTOCOL_VERSION: Final = 1
@@ -66,6 +63,10 @@ def pack(*parts: bytes | str | int) -> bytes:
 
 
 def hkdf(ikm: bytes, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
+    # Imported here: a daemon reads its saved keys at start-up without deriving any.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
