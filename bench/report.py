@@ -364,12 +364,13 @@ better except for log throughput (MB/s); `corral/X` is corral's median divided b
 - **Start 100 apps** (goal: at most half of PM2's): every manager reports an app running
   once it has spawned it, so the figure is the CLI and daemon start-up, 100 spawns and the
   list calls of the polling, while the 100 interpreters just started compete for the 2
-  cores. corral's spawn waits until the vfork'd child has exec'd (subprocess does): about
-  0.3 ms on a quiet machine, but on a loaded one the child must first be scheduled. In one
-  measurement at load average ~37 the daemon's 100 fork/exec calls took 10.4 s of a
-  13.4 s `corral start` (median 64 ms each, of which 0.44 ms of CPU). A spawn that does not
-  wait for the exec (fork, then learn the exec's outcome from the close-on-exec pipe on
-  the loop) would overlap them; that is a change of the spawn design, not made here.
+  cores. That competition sets a floor: a bare Python loop spawning the same 100 apps
+  takes ~0.47 s here, whether it waits for each exec (subprocess, posix_spawn) or not
+  (fork), and two spawning threads are no faster; with the children at `nice 19` the
+  same loop takes 0.16 s, so the time is the scheduler sharing the cores among the new
+  interpreters (corral does not renice apps to win a benchmark). corral's 100 spawns take
+  ~0.54 s of its ~0.8 s; the rest is the daemon's start-up (~0.13 s, overlapped with the
+  CLI loading the config file in a fresh home), the request, and the `jlist` poll.
 - **Log throughput** (goal: at least 2x PM2's and half of `cat`'s): corral reads the pipe
   on its event loop (up to 1 MiB a read, `core/logcapture.py`) and hands each chunk to a
   writer thread (`core/logwriter.py`) that writes the file; `cat` is one read/write loop in

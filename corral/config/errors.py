@@ -6,7 +6,6 @@ so that the CLI can print it as is, without a traceback.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 _REPR_MAX = 60
@@ -82,6 +81,8 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     squashed = {_squash(c): c for c in pool}
     if _squash(word) in squashed:
         return squashed[_squash(word)]
+    import difflib  # only when there is a mistake to suggest a fix for
+
     close = difflib.get_close_matches(_squash(word), list(squashed), n=1, cutoff=0.6)
     return squashed[close[0]] if close else None
 
