@@ -21,6 +21,7 @@ from corral.cli.connect import (
     start_daemon,
     wait_for_daemon,
 )
+from corral.config.filenames import is_config_file
 from corral.protocol.wire import ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
@@ -197,15 +198,9 @@ def _check_env_name(apps: list[AppConfig], name: str, source: str) -> None:
         raise CliError(str(exc)) from None
 
 
-def _is_config_file(path: str) -> bool:
-    from corral.config.filenames import is_config_file
-
-    return is_config_file(path)
-
-
 def _existing_config(target: str, cwd: str) -> bool:
     """A target naming an existing config file (cheap test first: no loader import)."""
-    return os.path.isfile(os.path.join(cwd, target)) and _is_config_file(target)
+    return os.path.isfile(os.path.join(cwd, target)) and is_config_file(target)
 
 
 def _merge_records(batches: Iterable[Iterable[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
@@ -317,7 +312,7 @@ def cmd_start(ctx: Context, ns: argparse.Namespace) -> int:
     target: str = ns.script if ns.script is not None else _default_config(ctx.cwd)
     flags = given_app_flags(ns)
     kind = classify_start_target(
-        target, cwd=ctx.cwd, app_cwd=ns.cwd, is_config=_is_config_file, which=shutil.which
+        target, cwd=ctx.cwd, app_cwd=ns.cwd, is_config=is_config_file, which=shutil.which
     )
     if kind == "program" and not (flags or ns.app_args or ns.only):
         # An existing app of that name wins over the program of the same name.

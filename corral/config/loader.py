@@ -15,12 +15,10 @@ from typing import Any
 import yaml
 
 from corral.config.errors import ConfigError, UnknownKeyError, short_repr, suggestion
-from corral.config.filenames import FORMATS, config_format, is_config_file, is_js_ecosystem
+from corral.config.filenames import config_format, is_js_ecosystem
 from corral.config.model import AppConfig
 from corral.config.procfile import procfile_apps
 from corral.config.schema import app_from_mapping, peek_name
-
-__all__ = ["FORMATS", "check_env_name", "is_config_file", "load_file"]
 
 # Top-level keys besides `apps`. PM2's `deploy` section is for `pm2 deploy`: ignored.
 _TOP_LEVEL_KEYS = frozenset({"apps", "deploy"})

@@ -27,7 +27,7 @@ from corral.cli.commands import (
 )
 from corral.cli.main import main
 from corral.cli.parser import parse
-from corral.config.loader import is_config_file
+from corral.config.filenames import is_config_file
 from corral.paths import Home
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from corral.config.errors import ConfigError, UnknownKeyError
-from corral.config.loader import check_env_name, is_config_file, load_file
+from corral.config.filenames import is_config_file
+from corral.config.loader import check_env_name, load_file
 
 YAML = """\
 apps:
