@@ -18,7 +18,6 @@ from corral.cli.connect import (
     DaemonUnavailable,
     NoDaemon,
     connect,
-    start_daemon,
     wait_for_daemon,
 )
 from corral.config.filenames import is_config_file
@@ -28,9 +27,9 @@ if TYPE_CHECKING:
     import argparse
     import subprocess
     from collections.abc import Callable, Iterable, Mapping
-    from pathlib import Path
     from typing import BinaryIO, TextIO
 
+    from corral.cli.early import Prestart
     from corral.config.model import AppConfig
     from corral.paths import Home
     from corral.protocol.client import ControlClient
@@ -109,21 +108,17 @@ class Context:
                 self._client = connect(self.home, autostart=autostart)
         return self._client
 
-    def prestart(self) -> None:
+    def prestart(self, early: Prestart | None = None) -> None:
         """Spawn the daemon now, without waiting for it to listen, when none runs and its
-        home holds no saved apps: its ~0.1 s of start-up then overlaps the loading of a
-        config file. `client()` waits for it; `abandon_prestart()` stops it again if the
-        config turns out to be wrong, so a mistake still leaves no daemon behind. (A home
-        with saved apps is left alone: a daemon restores them as it starts, which only a
-        good config may cause.)"""
+        home holds no saved apps (corral.cli.early): its ~0.1 s of start-up then overlaps
+        the loading of a config file. `client()` waits for it; `abandon_prestart()` stops
+        it again if the config turns out to be wrong, so a mistake still leaves no daemon
+        behind. `early` is what corral.cli.main found before parsing the command line."""
         if self._client is not None or self._starting is not None:
             return
-        if _holds_saved_apps(self.home.state):
-            return
-        try:
-            self._client = connect(self.home, autostart=False)
-        except NoDaemon:
-            self._starting = start_daemon(self.home)
+        from corral.cli.early import prestart
+
+        self._client, self._starting = early if early is not None else prestart(self.home)
 
     def abandon_prestart(self) -> None:
         """Stop the daemon `prestart` spawned, once it listens, unless apps were started
@@ -160,20 +155,6 @@ class Context:
 
 
 # --- Helpers ---
-
-
-def _holds_saved_apps(state: Path) -> bool:
-    """Whether the state file may list apps; only a small file is read to find out."""
-    import json
-
-    try:
-        if state.stat().st_size > 1024:
-            return True
-        return bool(json.loads(state.read_text(encoding="utf-8")).get("apps"))
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError, AttributeError):
-        return True
 
 
 def _load_config(path: str, only: list[str] | None) -> list[AppConfig]:

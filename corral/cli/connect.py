@@ -16,10 +16,9 @@ if TYPE_CHECKING:
 
 START_TIMEOUT = 10.0
 """How long a freshly spawned daemon gets to open its socket."""
-FIRST_SLEEP = 0.005
-MAX_SLEEP = 0.01
-"""A daemon takes ~0.1 s to listen: a longer backoff step would mostly be overshoot, and a
-failed connect() to a missing socket costs microseconds."""
+POLL_INTERVAL = 0.002
+"""A daemon takes ~0.1 s to listen and `corral start` waits for it: a longer step would be
+overshoot on that path, and a failed connect() to a missing socket costs microseconds."""
 CONNECT_TIMEOUT = 5.0
 """Timeout of the connect() call itself (a daemon that accepts nothing)."""
 
@@ -106,13 +105,12 @@ def spawn_daemon(home: Home, extra_env: dict[str, str] | None = None) -> subproc
 def wait_for_daemon(
     home: Home, proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT
 ) -> ControlClient:
-    """Poll the socket until it accepts, every 5-10 ms; fail fast on a crash.
+    """Poll the socket until it accepts, every 2 ms; fail fast on a crash.
 
     A daemon that exits with status 0 found another daemon holding the lock: that one
     is (about to be) listening, so we keep trying until the deadline.
     """
     deadline = time.monotonic() + timeout
-    delay = FIRST_SLEEP
     failed: BaseException | None = None
     while True:
         try:
@@ -135,5 +133,4 @@ def wait_for_daemon(
                 f"the daemon did not open {home.socket} within {timeout:g} s ({why}); "
                 f"see {home.daemon_log}"
             )
-        time.sleep(min(delay, deadline - now))
-        delay = min(delay * 2, MAX_SLEEP)
+        time.sleep(min(POLL_INTERVAL, deadline - now))

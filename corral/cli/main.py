@@ -41,6 +41,18 @@ def main(argv: list[str] | None = None) -> int:
         from corral.helper.cli import main as helper_main
 
         return helper_main(args[1:])
+    early = None
+    if args and args[0] == "start":
+        from corral.cli.early import prestart, starts_config_file
+
+        if starts_config_file(args):  # spawn the daemon before all the rest is imported
+            from corral.cli.connect import DaemonUnavailable
+            from corral.paths import Home
+
+            try:
+                early = prestart(Home.from_env())
+            except DaemonUnavailable as exc:
+                return _fail(str(exc))
     if len(args) == 1 and args[0] in _BARE_VERBS:
         ns = SimpleNamespace(verb=_BARE_VERBS[args[0]])
     else:
@@ -57,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from corral.protocol.wire import ProtocolError
 
     ctx = Context(Home.from_env(), stdout=sys.stdout, stderr=sys.stderr, environ=os.environ)
+    if early is not None:
+        ctx.prestart(early)
     try:
         status = run(ctx, ns)
         sys.stdout.flush()

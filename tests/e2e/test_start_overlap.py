@@ -21,13 +21,16 @@ SLEEPER = "import time\ntime.sleep(600)\n"
 
 
 @contextmanager
-def blocked_start(corral: Corral, config_text: str) -> Iterator[subprocess.Popen[str]]:
-    """`corral start corral.yaml`, where corral.yaml is a pipe we write `config_text` to
-    when the block ends; the CLI process is yielded while it waits for the text."""
+def blocked_start(
+    corral: Corral, config_text: str, flags: tuple[str, ...] = ()
+) -> Iterator[subprocess.Popen[str]]:
+    """`corral start corral.yaml [flags]`, where corral.yaml is a pipe we write
+    `config_text` to when the block ends; the CLI process is yielded while it waits for
+    the text."""
     fifo = corral.workdir / "corral.yaml"
     os.mkfifo(fifo)
     cli = subprocess.Popen(
-        [sys.executable, "-m", "corral", "start", "corral.yaml"],
+        [sys.executable, "-m", "corral", "start", "corral.yaml", *flags],
         env=corral.env,
         cwd=corral.workdir,
         stdout=subprocess.PIPE,
@@ -55,12 +58,19 @@ def _listening(corral: Corral) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "flags",
+    [
+        (),  # exactly `start FILE`: spawned by corral.cli.main before argparse
+        ("--only", "api"),  # any other form: spawned by the start verb, before the load
+    ],
+)
 def test_a_fresh_home_gets_its_daemon_while_the_config_is_still_loading(
-    corral: Corral,
+    corral: Corral, flags: tuple[str, ...]
 ) -> None:
     script = corral.write("app.py", SLEEPER)
     config = f"apps:\n  - name: api\n    script: {script}\n"
-    with blocked_start(corral, config) as cli:
+    with blocked_start(corral, config, flags) as cli:
         wait_for(lambda: _listening(corral))  # the CLI has not read its config yet
         assert cli.poll() is None
         assert corral.jlist() == []
@@ -69,8 +79,11 @@ def test_a_fresh_home_gets_its_daemon_while_the_config_is_still_loading(
 
 
 @pytest.mark.slow
-def test_a_wrong_config_stops_the_daemon_it_started_early(corral: Corral) -> None:
-    with blocked_start(corral, "apps:\n  - name: api\n    scirpt: x.py\n") as cli:
+@pytest.mark.parametrize("flags", [(), ("--only", "api")])
+def test_a_wrong_config_stops_the_daemon_it_started_early(
+    corral: Corral, flags: tuple[str, ...]
+) -> None:
+    with blocked_start(corral, "apps:\n  - name: api\n    scirpt: x.py\n", flags) as cli:
         wait_for(lambda: _listening(corral))
         pid = corral.daemon_pid()
     assert cli.returncode == 1
