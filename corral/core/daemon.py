@@ -183,10 +183,10 @@ class MetricsEndpoint:
             await self._server.close()
             self._server = None
 
-    def _render(self) -> bytes:
+    async def _render(self) -> bytes:
         from corral.core.prometheus import render  # only when the endpoint is on
 
-        return render(self._handlers.metrics_snapshot())
+        return render(await self._handlers.metrics_snapshot())
 
 
 async def run(home: Home, tenant: TenantMode) -> int:

@@ -25,6 +25,7 @@ from corral.core.lifecycle import State
 from corral.core.logtail import Source, read_tails
 from corral.core.paths_check import BadRequest, parse_request, tenant_home
 from corral.core.records import process_record
+from corral.core.sampler import HostSample
 from corral.core.settings import KNOWN, check_key
 from corral.core.state_store import DumpError, DumpRefused, DumpStore
 from corral.core.supervisor import Supervisor
@@ -552,10 +553,13 @@ class Handlers:
         return {"restored": self.records([app for app, _ in restored]), "warning": dump.warning}
 
     async def host(self, args: dict[str, Any]) -> Any:
+        return {**dataclasses.asdict(await self._host_sample()), "app_limit": self.app_limit}
+
+    async def _host_sample(self) -> HostSample:
         sample = self.sup.host
-        if sample is None:  # before the first sampling pass
+        if sample is None:  # before the first sampling pass: read now, off the loop
             sample = await asyncio.to_thread(self.sup.sample_host)
-        return {**dataclasses.asdict(sample), "app_limit": self.app_limit}
+        return sample
 
     # ------------------------------------------------------------ tenant paths (SPEC 2.2)
 
@@ -619,11 +623,10 @@ class Handlers:
         self.app_limit = limit
         return {"limit": limit}
 
-    def metrics_snapshot(self) -> dict[str, Any]:
+    async def metrics_snapshot(self) -> dict[str, Any]:
         """What the Prometheus endpoint (and `corral metrics`) shows."""
-        host = self.sup.host
         return {
-            "host": dataclasses.asdict(host) if host is not None else {},
+            "host": dataclasses.asdict(await self._host_sample()),
             "daemon": {"pid": os.getpid(), "rss": self.sup.daemon_rss},
             "processes": self.records(self.sup.ordered()),
         }
@@ -633,7 +636,7 @@ class Handlers:
         # not otherwise need.
         from corral.core.prometheus import render
 
-        return {"text": render(self.metrics_snapshot()).decode()}
+        return {"text": render(await self.metrics_snapshot()).decode()}
 
     async def set(self, args: dict[str, Any]) -> Any:
         key = args.get("key")

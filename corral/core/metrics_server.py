@@ -4,7 +4,7 @@
 connection, then the connection is closed. A client has REQUEST_TIMEOUT seconds to send
 at most MAX_HEAD bytes of request head; each connection is its own task, so a slow one
 never holds up another, and at most MAX_CONNECTIONS are served at once (the rest are
-closed at once). `render` runs on the event loop: it must only format in-memory data.
+closed at once). `render` is awaited on the event loop: it must not block it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 log = logging.getLogger("corral.metrics")
@@ -59,7 +59,7 @@ class MetricsServer:
     A host that is not loopback raises ValueError (here, not at start). `localhost` binds
     127.0.0.1 only, so that port 0 gives one port."""
 
-    def __init__(self, host: str, port: int, render: Callable[[], bytes]) -> None:
+    def __init__(self, host: str, port: int, render: Callable[[], Awaitable[bytes]]) -> None:
         if not is_loopback(host):
             raise ValueError(
                 "the metrics endpoint only binds a loopback address (127.0.0.0/8, ::1,"
@@ -147,7 +147,7 @@ class MetricsServer:
             await self._respond(writer, 405, b"method not allowed\n", [("Allow", "GET, HEAD")])
             return
         try:
-            body = self._render()
+            body = await self._render()
         except Exception:
             log.exception("rendering the metrics failed")
             await self._respond(writer, 500, b"rendering the metrics failed\n")

@@ -19,8 +19,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import psutil
-
 START_TIME_TOLERANCE = 0.01
 """Below one clock tick (10 ms), the resolution of kernel start times: the same process
 always reads back the same value, and two processes never match."""
@@ -54,6 +52,8 @@ def is_same_process(pid: int, start_time: float) -> bool:
     current = process_start_time(pid)
     if current is None or abs(current - start_time) >= START_TIME_TOLERANCE:
         return False
+    import psutil  # on use: the daemon's start-up does not need it (see sampler.host_sample)
+
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -160,6 +160,8 @@ def _group_members(pgids: list[int]) -> list[int]:
     """The pids still in any of these process groups (a one-time scan, once leaders died)."""
     if not pgids:
         return []
+    import psutil
+
     wanted = set(pgids)
     members = []
     for pid in psutil.pids():

@@ -17,8 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import psutil
-
 
 @dataclass(frozen=True)
 class TreeSample:
@@ -258,6 +256,10 @@ class TreeSampler:
 
     def host_sample(self) -> HostSample:
         """Load, memory and CPU of the whole host."""
+        # Imported on first use, in the first sampling pass's worker thread: ~10 ms that
+        # the daemon's start-up (which a cold `corral start` waits for) does not spend.
+        import psutil
+
         with self._lock:
             # Computed here rather than with psutil.cpu_percent(), whose baseline is kept
             # per calling thread: to_thread calls land on arbitrary pool threads.

@@ -61,6 +61,10 @@ IDLE_SAMPLE_INTERVAL = 15.0
 """Seconds between passes over every app while nobody looks (SPEC 1.9: sampling is cheap):
 the daemon's idle CPU is mostly this."""
 WATCH_WINDOW = 5.0
+FIRST_PASS_DELAY = 1.0
+"""The first pass waits this long after the daemon starts: a cold `corral start` is served
+first (the pass imports psutil and reads every process, ~15 ms of the loop's time).
+Until then, who asks for host figures has them read on demand."""
 STALE_AFTER = 3.0
 """A figure older than this is read again when a client asks for it (one /proc read per
 process of the tree, on the loop), so `ls` always shows current figures, even after a
@@ -596,7 +600,8 @@ class Supervisor:
         self._sample_task = self.loop.create_task(self._sample_loop())
 
     async def _sample_loop(self) -> None:
-        while True:  # sample at once: the host figures exist from the daemon's start
+        await asyncio.sleep(FIRST_PASS_DELAY)
+        while True:
             try:
                 if self._everything_due():
                     await self.sample_once()

@@ -15,12 +15,18 @@ from corral.core.metrics_server import CONTENT_TYPE, MetricsServer, is_loopback
 BODY = b"# HELP corral_up test\n# TYPE corral_up gauge\ncorral_up 1.0\n"
 
 
+async def static_body() -> bytes:
+    return BODY
+
+
 def run(main: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
 @asynccontextmanager
-async def serving(render: Callable[[], bytes] = lambda: BODY) -> AsyncIterator[MetricsServer]:
+async def serving(
+    render: Callable[[], Awaitable[bytes]] = static_body,
+) -> AsyncIterator[MetricsServer]:
     server = MetricsServer("127.0.0.1", 0, render)
     await server.start()
     try:
@@ -54,7 +60,7 @@ def get(path: str, method: str = "GET") -> bytes:
 def test_get_metrics() -> None:
     calls = []
 
-    def render() -> bytes:
+    async def render() -> bytes:
         calls.append(1)
         return BODY
 
@@ -126,7 +132,7 @@ def test_other_requests(raw: bytes, expected: int) -> None:
 def test_a_failing_render_answers_500_and_the_server_goes_on() -> None:
     fail = [True]
 
-    def render() -> bytes:
+    async def render() -> bytes:
         if fail[0]:
             raise RuntimeError("boom")
         return BODY
@@ -156,7 +162,7 @@ def test_a_client_that_closes_early_is_harmless() -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.0.0.1", "192.168.1.2", "example.com"])
 def test_non_loopback_hosts_are_refused(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"):
-        MetricsServer(host, 0, lambda: BODY)
+        MetricsServer(host, 0, static_body)
 
 
 def test_loopback_hosts() -> None:
@@ -164,14 +170,14 @@ def test_loopback_hosts() -> None:
         assert is_loopback(host), host
     for host in ("0.0.0.0", "::", "", "128.0.0.1", "::ffff:10.0.0.1", "local"):
         assert not is_loopback(host), host
-    assert MetricsServer("localhost", 0, lambda: BODY).host == "127.0.0.1"
+    assert MetricsServer("localhost", 0, static_body).host == "127.0.0.1"
     with pytest.raises(ValueError):
-        MetricsServer("127.0.0.1", 70000, lambda: BODY)
+        MetricsServer("127.0.0.1", 70000, static_body)
 
 
 def test_localhost_binds_loopback() -> None:
     async def main() -> None:
-        server = MetricsServer("localhost", 0, lambda: BODY)
+        server = MetricsServer("localhost", 0, static_body)
         await server.start()
         try:
             assert (await request(server.port, get("/metrics")))[0] == 200
@@ -227,7 +233,7 @@ def test_connections_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_close_drops_pending_connections_and_frees_the_port() -> None:
     async def main() -> None:
-        server = MetricsServer("127.0.0.1", 0, lambda: BODY)
+        server = MetricsServer("127.0.0.1", 0, static_body)
         await server.start()
         port = server.port
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -241,7 +247,7 @@ def test_close_drops_pending_connections_and_frees_the_port() -> None:
             await asyncio.open_connection("127.0.0.1", port)
         await server.close()  # twice is fine
         # the same port can be bound again
-        again = MetricsServer("127.0.0.1", port, lambda: BODY)
+        again = MetricsServer("127.0.0.1", port, static_body)
         await again.start()
         assert again.port == port
         await again.close()
@@ -252,7 +258,7 @@ def test_close_drops_pending_connections_and_frees_the_port() -> None:
 def test_port_in_use_raises_oserror() -> None:
     async def main() -> None:
         async with serving() as first:
-            second = MetricsServer("127.0.0.1", first.port, lambda: BODY)
+            second = MetricsServer("127.0.0.1", first.port, static_body)
             with pytest.raises(OSError):
                 await second.start()
 
