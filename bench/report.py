@@ -364,13 +364,16 @@ better except for log throughput (MB/s); `corral/X` is corral's median divided b
 - **Start 100 apps** (goal: at most half of PM2's): every manager reports an app running
   once it has spawned it, so the figure is the CLI and daemon start-up, 100 spawns and the
   list calls of the polling, while the 100 interpreters just started compete for the 2
-  cores. That competition sets a floor: a bare Python loop spawning the same 100 apps
-  takes ~0.47 s here, whether it waits for each exec (subprocess, posix_spawn) or not
-  (fork), and two spawning threads are no faster; with the children at `nice 19` the
-  same loop takes 0.16 s, so the time is the scheduler sharing the cores among the new
-  interpreters (corral does not renice apps to win a benchmark). corral's 100 spawns take
-  ~0.54 s of its ~0.8 s; the rest is the daemon's start-up (~0.13 s, overlapped with the
-  CLI loading the config file in a fresh home), the request, and the `jlist` poll.
+  cores. That competition sets a floor: the apps' interpreters alone need ~9 ms of CPU
+  each (0.9 s for 100, ~0.45 s of the 2 cores), and a bare Python loop spawning them takes
+  ~0.47-0.5 s here, whether it waits for each exec (subprocess, posix_spawn) or not
+  (fork); two spawning threads are no faster; with the children at `nice 19` the same
+  loop takes 0.16 s, so the time is the scheduler sharing the cores among the new
+  interpreters (corral does not renice apps, or move them to a cgroup of their own, to
+  win a benchmark). corral's 100 spawns take ~0.49 s of its ~0.75 s; the rest is the
+  daemon's start-up (~0.11 s: it is spawned before the CLI parses its arguments, imports
+  no psutil and runs with the collector off until it listens, and it overlaps the CLI
+  loading the config file), the request (~0.03 s) and the `jlist` poll (~0.05 s).
 - **Log throughput** (goal: at least 2x PM2's and half of `cat`'s): corral reads the pipe
   on its event loop (up to 1 MiB a read, `core/logcapture.py`) and hands each chunk to a
   writer thread (`core/logwriter.py`) that writes the file; `cat` is one read/write loop in
