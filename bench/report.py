@@ -370,7 +370,7 @@ better except for log throughput (MB/s); `corral/X` is corral's median divided b
   (fork); two spawning threads are no faster; with the children at `nice 19` the same
   loop takes 0.16 s, so the time is the scheduler sharing the cores among the new
   interpreters (corral does not renice apps, or move them to a cgroup of their own, to
-  win a benchmark). corral's 100 spawns take ~0.49 s of its ~0.75 s; the rest is the
+  win a benchmark). corral's 100 spawns take ~0.49 s of its 0.75-0.83 s; the rest is the
   daemon's start-up (~0.11 s: it is spawned before the CLI parses its arguments, imports
   no psutil and runs with the collector off until it listens, and it overlaps the CLI
   loading the config file), the request (~0.03 s) and the `jlist` poll (~0.05 s).
