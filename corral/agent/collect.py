@@ -128,10 +128,7 @@ async def metrics_body(sup: Supervisor, home_root: Path, name: str) -> dict[str,
     """One `metrics` message body, sampled now."""
     git_apps = [app.name for app in sup.ordered() if app.config.git is not None]
     addrs, revisions = await asyncio.to_thread(_system, home_root, git_apps)
-    host = sup.host
-    if host is None:  # before the supervisor's first pass
-        host = await asyncio.to_thread(sup.sample_host)
-    server = server_body(host, name, addrs)
+    server = server_body(await sup.current_host(), name, addrs)
     SERVER.check(server, "server")
     return {
         "sampled_at": sup.os.wall(),

@@ -13,8 +13,8 @@ import gc
 
 if __name__ == "__main__":
     # Start-up builds ~100k objects and frees almost none: collections during the imports
-    # are wasted time on the path of `corral start`. run() collects, freezes what start-up
-    # built (so later collections skip it) and enables the collector again.
+    # are wasted time on the path of `corral start`. run() freezes what start-up built
+    # (so later collections skip it) and enables the collector again.
     gc.disable()
 
 import asyncio

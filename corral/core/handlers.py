@@ -25,7 +25,6 @@ from corral.core.lifecycle import State
 from corral.core.logtail import Source, read_tails
 from corral.core.paths_check import BadRequest, parse_request, tenant_home
 from corral.core.records import process_record
-from corral.core.sampler import HostSample
 from corral.core.settings import KNOWN, check_key
 from corral.core.state_store import DumpError, DumpRefused, DumpStore
 from corral.core.supervisor import Supervisor
@@ -553,13 +552,8 @@ class Handlers:
         return {"restored": self.records([app for app, _ in restored]), "warning": dump.warning}
 
     async def host(self, args: dict[str, Any]) -> Any:
-        return {**dataclasses.asdict(await self._host_sample()), "app_limit": self.app_limit}
-
-    async def _host_sample(self) -> HostSample:
-        sample = self.sup.host
-        if sample is None:  # before the first sampling pass: read now, off the loop
-            sample = await asyncio.to_thread(self.sup.sample_host)
-        return sample
+        host = await self.sup.current_host()
+        return {**dataclasses.asdict(host), "app_limit": self.app_limit}
 
     # ------------------------------------------------------------ tenant paths (SPEC 2.2)
 
@@ -626,7 +620,7 @@ class Handlers:
     async def metrics_snapshot(self) -> dict[str, Any]:
         """What the Prometheus endpoint (and `corral metrics`) shows."""
         return {
-            "host": dataclasses.asdict(await self._host_sample()),
+            "host": dataclasses.asdict(await self.sup.current_host()),
             "daemon": {"pid": os.getpid(), "rss": self.sup.daemon_rss},
             "processes": self.records(self.sup.ordered()),
         }

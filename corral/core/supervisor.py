@@ -64,7 +64,7 @@ WATCH_WINDOW = 5.0
 FIRST_PASS_DELAY = 1.0
 """The first pass waits this long after the daemon starts: a cold `corral start` is served
 first (the pass imports psutil and reads every process, ~15 ms of the loop's time).
-Until then, who asks for host figures has them read on demand."""
+Until then, `current_host` reads the host figures on demand."""
 STALE_AFTER = 3.0
 """A figure older than this is read again when a client asks for it (one /proc read per
 process of the tree, on the loop), so `ls` always shows current figures, even after a
@@ -692,15 +692,12 @@ class Supervisor:
         trees = self._sampler.sample(pids, rescan=rescan, count_fds=rescan)
         return trees, self._sampler.host_sample()
 
-    def sample_host(self) -> HostSample:
-        """Blocking (psutil): call through asyncio.to_thread."""
-        return self._sampler.host_sample()
-
-    @property
-    def host(self) -> HostSample | None:
-        """The host figures of the last pass (None before the first)."""
+    async def current_host(self) -> HostSample:
+        """The host figures of the last pass; before the first, read now, off the loop."""
         self._note_demand()
-        return self._host
+        if self._host is not None:
+            return self._host
+        return await asyncio.to_thread(self._sampler.host_sample)
 
     @property
     def daemon_rss(self) -> int:

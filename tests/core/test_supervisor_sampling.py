@@ -95,7 +95,7 @@ def test_idle_pace_until_a_client_asks_then_fast(tmp_path: Path, sleeper: Sleepe
         assert sup._next_pass_in() == pytest.approx(supmod.IDLE_SAMPLE_INTERVAL, abs=0.5)
         assert not sup._everything_due()
 
-        assert sup.host is not None  # a client asked for figures
+        assert await sup.current_host() is not None  # a client asked for figures
         assert sup._watched()
         assert sup._next_pass_in() == supmod.SAMPLE_INTERVAL
 
