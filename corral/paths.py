@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-HOME_ENV = "CORRAL_HOME"
+from corral.homedir import SOCKET_NAME, STATE_NAME, home_root
 
 
 class Home:
@@ -30,14 +31,12 @@ class Home:
         return hash(self.root)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Home:
-        env = os.environ if environ is None else environ
-        raw = env.get(HOME_ENV) or str(Path.home() / ".corral")
-        return cls(Path(raw).expanduser().absolute())
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Home:
+        return cls(Path(home_root(environ)))
 
     @property
     def socket(self) -> Path:
-        return self.root / "corral.sock"
+        return self.root / SOCKET_NAME
 
     @property
     def lock(self) -> Path:
@@ -55,7 +54,7 @@ class Home:
     @property
     def state(self) -> Path:
         """Live state, rewritten atomically on every change."""
-        return self.root / "state.json"
+        return self.root / STATE_NAME
 
     @property
     def dump(self) -> Path:

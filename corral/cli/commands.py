@@ -25,11 +25,11 @@ from corral.protocol.wire import ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
     import argparse
-    import subprocess
     from collections.abc import Callable, Iterable, Mapping
     from typing import BinaryIO, TextIO
 
     from corral.cli.early import Prestart
+    from corral.cli.spawn import DaemonProcess
     from corral.config.model import AppConfig
     from corral.paths import Home
     from corral.protocol.client import ControlClient
@@ -83,7 +83,7 @@ class Context:
         """Asks for a secret on the terminal without echoing it."""
         self._cwd = cwd
         self._client: ControlClient | None = None
-        self._starting: subprocess.Popen[bytes] | None = None
+        self._starting: DaemonProcess | None = None
         self.style = render.Style.detect(stdout, environ)
         self.err_style = render.Style.detect(stderr, environ)
 
@@ -118,13 +118,12 @@ class Context:
             return
         from corral.cli.early import prestart
 
-        self._client, self._starting = early if early is not None else prestart(self.home)
+        found = early if early is not None else prestart(self.home)
+        self._client, self._starting = found.client, found.starting
 
     def abandon_prestart(self) -> None:
         """Stop the daemon `prestart` spawned, once it listens, unless apps were started
         on it meanwhile (by another command); it is our child, so its exit is awaited."""
-        import subprocess
-
         proc, self._starting = self._starting, None
         if proc is None:
             return
@@ -135,8 +134,7 @@ class Context:
                     client.call("kill")
             finally:
                 client.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=KILL_WAIT)
+        proc.wait(timeout=KILL_WAIT)
 
     def call(self, cmd: str, **args: Any) -> Any:
         return self.client().call(cmd, **args)

@@ -7,11 +7,11 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from corral.homedir import SUN_PATH_MAX
 from corral.protocol.client import ControlClient
 
 if TYPE_CHECKING:
-    import subprocess
-
+    from corral.cli.spawn import DaemonProcess
     from corral.paths import Home
 
 START_TIMEOUT = 10.0
@@ -46,10 +46,6 @@ def _unreachable(home: Home, why: str) -> DaemonUnavailable:
     )
 
 
-SUN_PATH_MAX = 107
-"""The longest unix socket path Linux accepts (108 bytes with the final NUL)."""
-
-
 def connect(home: Home, *, autostart: bool = True) -> ControlClient:
     """A client connected to the daemon of `home`, started first if needed and allowed."""
     if len(os.fsencode(home.socket)) > SUN_PATH_MAX:
@@ -68,7 +64,7 @@ def connect(home: Home, *, autostart: bool = True) -> ControlClient:
     return wait_for_daemon(home, start_daemon(home))
 
 
-def start_daemon(home: Home) -> subprocess.Popen[bytes]:
+def start_daemon(home: Home) -> DaemonProcess:
     """Create the home if needed and spawn the daemon, without waiting for it to listen."""
     try:
         home.ensure()
@@ -77,25 +73,13 @@ def start_daemon(home: Home) -> subprocess.Popen[bytes]:
     return spawn_daemon(home)
 
 
-def spawn_daemon(home: Home, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start `python -m corral.core.daemon` detached: own session, no terminal, cwd /;
-    `extra_env` on top of this process's environment (the panel's CORRAL_TENANT)."""
-    import subprocess
+def spawn_daemon(home: Home, extra_env: dict[str, str] | None = None) -> DaemonProcess:
+    """Start the daemon of `home` detached (corral.cli.spawn); `extra_env` on top of this
+    process's environment (the panel's CORRAL_TENANT)."""
+    from corral.cli.spawn import spawn
 
-    env = dict(os.environ)
-    env["CORRAL_HOME"] = str(home.root)
-    env.update(extra_env or {})
     try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "corral.core.daemon"],
-            env=env,
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
+        return spawn(str(home.root), extra_env)
     except OSError as exc:
         raise DaemonUnavailable(
             f"cannot start the daemon ({sys.executable}): {exc.strerror or exc}"
@@ -103,7 +87,7 @@ def spawn_daemon(home: Home, extra_env: dict[str, str] | None = None) -> subproc
 
 
 def wait_for_daemon(
-    home: Home, proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT
+    home: Home, proc: DaemonProcess | None, timeout: float = START_TIMEOUT
 ) -> ControlClient:
     """Poll the socket until it accepts, every 2 ms; fail fast on a crash.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.core.atomic import write_atomic
-from corral.paths import HOME_ENV
+from corral.homedir import HOME_ENV
 
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 SYSTEMD_RUNNING = Path("/run/systemd/system")

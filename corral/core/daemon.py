@@ -269,6 +269,8 @@ def refuse_to_start(home: Home, why: str) -> int:
 
 def main() -> int:
     home = Home.from_env()
+    # Hold no directory busy: the CLI spawns the daemon from wherever it runs.
+    os.chdir("/")
     try:
         tenant = TenantMode.from_env(os.environ)
     except TenancyError as exc:

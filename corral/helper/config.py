@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.cli.connect import SUN_PATH_MAX
+from corral.homedir import SUN_PATH_MAX
 
 SOCKET_TAIL = "/.corral/corral.sock"
 LONGEST_TENANT = 31

@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from corral.cli.connect import SUN_PATH_MAX
 from corral.helper.audit import AuditLog
 from corral.helper.config import ConfigError, HelperConfig, not_traversable, prepare_dir
 from corral.helper.service import Helper
+from corral.homedir import SUN_PATH_MAX
 from corral.protocol.helper import MAX_MESSAGE_BYTES, validate_request
 from corral.protocol.peer import peer_cred
 from corral.protocol.wire import (

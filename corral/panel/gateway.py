@@ -27,19 +27,20 @@ from corral.cli.commands import LineJoiner
 from corral.cli.connect import (
     CONNECT_TIMEOUT,
     START_TIMEOUT,
-    SUN_PATH_MAX,
     DaemonUnavailable,
     spawn_daemon,
     wait_for_daemon,
 )
 from corral.config.model import NAME_RE
+from corral.homedir import SUN_PATH_MAX
 from corral.paths import Home
 from corral.protocol.client import ControlClient
 from corral.protocol.wire import ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
-    import subprocess
     from types import TracebackType
+
+    from corral.cli.spawn import DaemonProcess
 
 APP_LIMIT_ENV = "CORRAL_APP_LIMIT"
 PANEL_UID_ENV = "CORRAL_PANEL_UID"
@@ -175,7 +176,7 @@ class DevStarter:
         self.limit_of = limit_of
         self._lock = threading.Lock()
         self._home_locks: dict[Home, threading.Lock] = {}
-        self._children: list[subprocess.Popen[bytes]] = []
+        self._children: list[DaemonProcess] = []
 
     def start(self, home: Home, tenant: str = "") -> None:
         owner = home.root.parent

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from corral.cli.connect import SUN_PATH_MAX
+from corral.homedir import SUN_PATH_MAX
 from corral.panel.db.models import Tenant
 from corral.panel.gateway import (
     DaemonDown,

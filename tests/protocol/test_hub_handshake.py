@@ -7,7 +7,7 @@ import base64
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from corral.protocol.hub import (
@@ -201,12 +201,52 @@ _JUNK = (
 )
 
 
+def _a_well_formed_challenge(junk: str | bytes) -> bool:
+    """Exactly v 1, type challenge, and a nonce and a key of 32 bytes each."""
+    try:
+        doc = json.loads(junk)
+        return (
+            isinstance(doc, dict)
+            and set(doc) == {"v", "type", "nonce", "dh"}
+            and doc["v"] == 1
+            and doc["type"] == "challenge"
+            and all(len(base64.b64decode(doc[k], validate=True)) == 32 for k in ("nonce", "dh"))
+        )
+    except (ValueError, TypeError):
+        return False
+
+
+def test_the_junk_can_be_a_well_formed_challenge() -> None:
+    """What `_a_well_formed_challenge` lets through is a challenge the agent answers."""
+    good = json.loads(HubHandshake().challenge())
+    assert _a_well_formed_challenge(json.dumps(good))
+    AgentHandshake(new_bucket().keys).answer(json.dumps(good))
+    for bad in ({**good, "v": "1"}, {**good, "mac": "x"}, {**good, "nonce": "AAAA"}):
+        assert not _a_well_formed_challenge(json.dumps(bad))
+
+
 @settings(max_examples=300)
 @given(junk=_JUNK)
+@example(
+    junk=json.dumps(
+        {
+            "v": 1,
+            "type": "challenge",
+            "nonce": "0000000000000000000000000000000000000000000=",
+            "dh": "000000000000000000000000000000000000000000E=",
+        }
+    )
+)
 def test_handshake_parsers_only_ever_raise_handshake_failed(junk: str | bytes) -> None:
     keys = new_bucket().keys
-    with pytest.raises(HandshakeFailed):
-        AgentHandshake(keys).answer(junk)
+    if _a_well_formed_challenge(junk):  # the generator can build a good one, now and then
+        try:
+            AgentHandshake(keys).answer(junk)
+        except HandshakeFailed as exc:  # only for a key that is a low-order point
+            assert "X25519 key is unusable" in str(exc)
+    else:
+        with pytest.raises(HandshakeFailed):
+            AgentHandshake(keys).answer(junk)
     with pytest.raises(HandshakeFailed):
         hub = HubHandshake()
         hub.challenge()
