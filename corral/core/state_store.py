@@ -70,7 +70,7 @@ class StateStore:
             return None
 
     def save(self, state: dict[str, Any]) -> None:
-        write_json_atomic(self.path, {"version": STATE_VERSION, **state})
+        write_json_atomic(self.path, {"version": STATE_VERSION, **state}, indent=False)
 
 
 def _parse_state(raw: bytes) -> dict[str, Any]:

@@ -73,11 +73,15 @@ def test_write_atomic_missing_folder_leaves_nothing(tmp_path: Path) -> None:
     assert listing(tmp_path) == []
 
 
-def test_write_json_atomic_round_trips_surrogates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("indent", [True, False])
+def test_write_json_atomic_round_trips_surrogates(tmp_path: Path, indent: bool) -> None:
     target = tmp_path / "s.json"
     obj = {"env": {"X": b"caf\xe9".decode("utf-8", "surrogateescape")}, "n": [1, 2.5]}
-    write_json_atomic(target, obj)
+    write_json_atomic(target, obj, indent=indent)
     assert json.loads(target.read_text()) == obj
+    assert target.read_bytes().isascii()
+    lines = target.read_text().count("\n")
+    assert lines > 1 if indent else lines == 1
 
 
 # --- StateStore ---------------------------------------------------------------------
@@ -98,6 +102,8 @@ def test_state_round_trip(tmp_path: Path) -> None:
         "apps": [{"name": "web", "instances": [{"pid": 12, "start_time": 1.5}]}],
     }
     assert mode_of(store.path) == 0o600
+    # Rewritten on every change: one line, which json's C encoder writes (not indented).
+    assert store.path.read_text().count("\n") == 1
 
 
 @pytest.mark.parametrize(
