@@ -49,6 +49,8 @@ class Run:
     adapters: dict[str, Any]
     finished: str = ""
     """When the run ended (UTC); set by the run, kept by save/load."""
+    start_repeat: int = 0
+    """Runs of workload 1 (start); more than `repeat`: the extra ones time the start only."""
 
     def median(self, key: str, manager: str) -> float | None:
         vals = self.results.get(key, {}).get(manager, [])
@@ -72,6 +74,7 @@ def save(run: Run, path: Path) -> None:
             "baseline_extras",
             "repeat",
             "scale_repeat",
+            "start_repeat",
             "seconds",
             "load_before",
             "load_after",
@@ -309,6 +312,11 @@ def write_doc(run: Run) -> None:
         if run.scale_repeat != run.repeat
         else ""
     )
+    if run.start_repeat > run.repeat:
+        scale_runs += (
+            f"; workload 1 (start {s.apps} apps) {run.start_repeat} runs, the extra ones "
+            "timing the start alone (its figure swings most from run to run)"
+        )
     text = f"""# Benchmarks
 
 Run them (from the repository root; not part of the test suite):
@@ -322,7 +330,10 @@ Run them (from the repository root; not part of the test suite):
 
 `--only` takes a workload (`start`, `rss`, `cpu`, `list`, `crash`, `crash_app`, `logs`,
 `reload`, `scale_start`, `scale_rss`, `scale_cpu`) or a group (`idle`, `crash`, `logs`,
-`reload`, `scale`); `--scale-repeat N` runs the 1000-app workload N times (default 1).
+`reload`, `scale`); `--scale-repeat N` runs the 1000-app workload N times (default 1);
+`--start-repeat N` times the start of 100 apps N times (default 7; the runs beyond
+`--repeat` start the apps, time it and shut down, measuring nothing else), interleaved
+across the managers like every other run.
 The first run installs the peers into `bench/.cache` (git-ignored): PM2 from the npm
 registry (`npm install --ignore-scripts --prefix bench/.cache/npm pm2`), Supervisor and
 Circus from PyPI into `bench/.cache/peers-venv`. A peer that cannot be installed or run is

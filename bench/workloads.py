@@ -177,6 +177,8 @@ def run_idle(m: Manager, s: Settings, want: set[str], *, scale: bool = False) ->
     m.wait_running(names, timeout - (time.perf_counter() - t0))
     res.values[prefix + "start"] = time.perf_counter() - t0
 
+    if not want - {prefix + "start"}:
+        return res  # a start-only run (--start-repeat)
     time.sleep(2.0)  # let the start-up settle
     procs = m.own_processes()
     if prefix + "rss" in want:
