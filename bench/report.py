@@ -381,10 +381,13 @@ better except for log throughput (MB/s); `corral/X` is corral's median divided b
   (fork); two spawning threads are no faster; with the children at `nice 19` the same
   loop takes 0.16 s, so the time is the scheduler sharing the cores among the new
   interpreters (corral does not renice apps, or move them to a cgroup of their own, to
-  win a benchmark). corral's 100 spawns take ~0.49 s of its 0.75-0.83 s; the rest is the
-  daemon's start-up (~0.11 s: it is spawned before the CLI parses its arguments, imports
-  no psutil and runs with the collector off until it listens, and it overlaps the CLI
-  loading the config file), the request (~0.03 s) and the `jlist` poll (~0.05 s).
+  win a benchmark). corral's 100 spawns take ~0.49 s of its 0.71-0.82 s; the rest is the
+  daemon's start-up (~0.11 s: `corral start FILE` spawns it with posix_spawn before
+  importing anything the interpreter had not loaded; it imports no psutil, runs with the
+  collector off until it listens, and overlaps the CLI loading the config file), the
+  request (~0.03 s, including the state file's last write, which the reply waits for) and
+  the `jlist` poll (~0.05 s). Workload 1 has more runs than the others (`--start-repeat`):
+  it swings most from run to run.
 - **Log throughput** (goal: at least 2x PM2's and half of `cat`'s): corral reads the pipe
   on its event loop (up to 1 MiB a read, `core/logcapture.py`) and hands each chunk to a
   writer thread (`core/logwriter.py`) that writes the file; `cat` is one read/write loop in
