@@ -138,6 +138,23 @@ def main(argv: list[str] | None = None) -> int:
         if res.extra:
             extras[group].setdefault(m, []).append(res.extra)
 
+    def run_one(m: str, group: str, keys: set[str], label: str) -> None:
+        """One run of `group` (measuring `keys`) for manager `m`, in a home of its own."""
+        t0 = time.monotonic()
+        print(f"bench: run {label} {m} {group} ...", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix=f"bench-{m}-") as tmp:
+            mgr = ADAPTERS[m](Path(tmp))
+            try:
+                keep(RUNS[group](mgr, s, keys), m, group)
+            except Exception as e:  # a manager failing is a result, not a crash
+                traceback.print_exc(file=sys.stderr)
+                for k in keys:
+                    notes[k][m] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+            finally:
+                mgr.shutdown()
+        took = time.monotonic() - t0
+        print(f"bench:   {m} {group} took {took:.0f}s", file=sys.stderr, flush=True)
+
     for r in range(repeat):
         for group in groups:
             if group in BASELINES:
@@ -157,41 +174,15 @@ def main(argv: list[str] | None = None) -> int:
                 if not peers[m].ok or (group == "scale" and r >= scale_repeat):
                     continue
                 group_keys = {k for k in only if group_of[k] == group}
-                t0 = time.monotonic()
-                print(f"bench: run {r + 1}/{repeat} {m} {group} ...", file=sys.stderr, flush=True)
-                with tempfile.TemporaryDirectory(prefix=f"bench-{m}-") as tmp:
-                    mgr = ADAPTERS[m](Path(tmp))
-                    try:
-                        keep(RUNS[group](mgr, s, group_keys), m, group)
-                    except Exception as e:  # a manager failing is a result, not a crash
-                        traceback.print_exc(file=sys.stderr)
-                        for k in group_keys:
-                            notes[k][m] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-                    finally:
-                        mgr.shutdown()
-                print(
-                    f"bench:   {m} {group} took {time.monotonic() - t0:.0f}s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                run_one(m, group, group_keys, f"{r + 1}/{repeat}")
 
     # Workload 1's figure swings most from run to run (a 0.8 s burst of 100 spawns on two
     # cores): more runs of it alone, interleaved across the managers like the others.
     if "start" in only:
         for r in range(repeat, start_repeat):
             for m in managers:
-                if not peers[m].ok:
-                    continue
-                print(f"bench: run {r + 1}/{start_repeat} {m} start ...", file=sys.stderr)
-                with tempfile.TemporaryDirectory(prefix=f"bench-{m}-") as tmp:
-                    mgr = ADAPTERS[m](Path(tmp))
-                    try:
-                        keep(run_idle(mgr, s, {"start"}), m, "idle")
-                    except Exception as e:
-                        traceback.print_exc(file=sys.stderr)
-                        notes["start"][m] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-                    finally:
-                        mgr.shutdown()
+                if peers[m].ok:
+                    run_one(m, "idle", {"start"}, f"{r + 1}/{start_repeat}")
 
     load_after = machine_load()
     run = report.Run(
